@@ -1,0 +1,15 @@
+"""``netwarden evaluate``: placeholder until its issue lands (replace this module)."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "evaluate (not implemented yet)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def run(args: argparse.Namespace, cfg) -> int:
+    raise NotImplementedError

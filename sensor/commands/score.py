@@ -1,0 +1,15 @@
+"""``netwarden score``: placeholder until its issue lands (replace this module)."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "score (not implemented yet)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def run(args: argparse.Namespace, cfg) -> int:
+    raise NotImplementedError

@@ -1,0 +1,50 @@
+"""Logging setup: structlog, human console lines on a TTY, JSON lines otherwise (journald reads them).
+
+Also ``SkipCounter``: bad input is never lost silently. Every stage counts skips per reason and logs the
+first occurrence of each reason once, so a corrupt capture produces one warning per kind of damage, not
+one per packet.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections import Counter
+
+import structlog
+
+
+def setup(level: str = "info", fmt: str = "auto") -> None:
+    """Configure structlog for the process. ``fmt``: auto | console | json."""
+    use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
+    renderer = structlog.dev.ConsoleRenderer() if use_console else structlog.processors.JSONRenderer()
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str):
+    return structlog.get_logger(name)
+
+
+class SkipCounter:
+    """Counts skipped items per reason and logs each reason the first time it occurs."""
+
+    def __init__(self, logger_name: str, what: str) -> None:
+        self.counts: Counter[str] = Counter()
+        self._log = get_logger(logger_name)
+        self._what = what
+
+    def add(self, reason: str, n: int = 1, **context) -> None:
+        if n <= 0:
+            return
+        if reason not in self.counts:
+            self._log.warning(f"skipping {self._what}", reason=reason, **context)
+        self.counts[reason] += n
