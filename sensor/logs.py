@@ -25,9 +25,15 @@ def setup(level: str = "info", fmt: str = "auto") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
+
+
+def _stderr_logger(*_args) -> structlog.PrintLogger:
+    # Resolve sys.stderr at log time, not at setup: a stream swapped after setup (pytest capture, a daemon
+    # redirecting output) must not leave loggers writing to a closed file.
+    return structlog.PrintLogger(sys.stderr)
 
 
 def get_logger(name: str):

@@ -51,6 +51,8 @@ PACKET_DTYPE = np.dtype(
         ("icmp_type", "u1"),  # ICMP / ICMPv6 type and code
         ("icmp_code", "u1"),
         ("malformed", "u1"),  # Malformed reason code; 0 = decoded cleanly
+        ("ethertype", "<u2"),  # innermost EtherType after VLAN/MPLS/PPPoE (0x0800, 0x86DD, 0x0806 ARP ...);
+        # raw-IP/loopback links get the IP one; 0 for LLC frames, non-IP PPP or frames not decoded that far
     ]
 )
 

@@ -9,6 +9,7 @@ torch, scikit-learn) are imported inside ``run`` of the commands that need them,
 # Subcommand name -> module under sensor.commands. Order is the order shown by --help.
 COMMANDS: dict[str, str] = {
     "stats": "stats",
+    "capture": "capture",
     "features": "features",
     "train": "train",
     "score": "score",

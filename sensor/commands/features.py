@@ -1,15 +1,46 @@
-"""``netwarden features``: placeholder until its issue lands (replace this module)."""
+"""``netwarden features``: captures or conn logs -> connection records -> the 28 KDD features, written out."""
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "features (not implemented yet)"
+HELP = "compute KDD features (or a Zeek conn.log) from pcap/pcapng files, Zeek conn logs or KDD datasets"
+
+FORMAT_CHOICES = ("kdd", "zeek", "zeek-json", "csv", "jsonl")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="pcap/pcapng (optionally gzip), Zeek conn.log (TSV or JSON) or NSL-KDD/KDD'99 file")
+    parser.add_argument("--format", choices=FORMAT_CHOICES, default="kdd",
+                        help="kdd: the C++ KDD extractor's columns (default); zeek/zeek-json: conn.log with "
+                             "kdd.* columns; csv: header, ids, features; jsonl: one object per connection")
+    parser.add_argument("-o", "--output", metavar="OUT", default="-",
+                        help="output file (default: stdout); a regular file is replaced atomically")
 
 
 def run(args: argparse.Namespace, cfg) -> int:
-    raise NotImplementedError
+    from features.table import FeatureTable
+    from sensor import outputs
+    from sensor.cli import UserError
+    from sensor.pipeline import InputError, detect_input, load_input
+
+    needs_records = args.format in outputs.RECORD_FORMATS
+    try:
+        for path in args.inputs:  # check every input first: a bad last file must not cost minutes of work
+            if detect_input(path) == "kdd" and needs_records:
+                raise UserError(f"{path}: --format {args.format} needs connection records, a KDD dataset "
+                                "file has only feature rows (use kdd, csv or jsonl)")
+        loaded = [load_input(path, cfg) for path in args.inputs]
+    except InputError as exc:
+        raise UserError(str(exc)) from None
+    table = FeatureTable.concat([d.table for d in loaded])
+    records = [r for d in loaded for r in d.records] if needs_records else None
+    try:
+        with outputs.open_output(args.output) as fh:
+            outputs.write(args.format, table, records, fh)
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise UserError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+    return 0

@@ -1,0 +1,129 @@
+"""Benchmark of ``netwarden features`` end to end (read, decode, track, windows, vectors, write).
+
+usage: .venv/bin/python bench/features.py [--skip-reference] [--profile]
+
+Prints, in one run:
+- packets/s of the whole process ``netwarden features --format kdd -o /dev/null`` on the 10x benchmark
+  capture (bench/out/ndpi-ether-10x.pcap, built with ../shared/tools/make_bench_pcap.py if missing), and its
+  peak RSS measured from outside (``ru_maxrss`` of the child);
+- packets/s of the per-packet reference loop of bench/decode.py (``reference``) on the same file, and the ratio (target
+  >= 1.0x, RSS < 500 MB);
+- connections/s on the spoofed SYN flood capture (attacks/stopddos/pkt.TCP.synflood.spoofed.pcap);
+- with ``--profile``: where the in-process time goes (tracker vs windows/vectors vs writing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+DATA = Path(os.environ.get("NETWARDEN_DATA", ROOT.parent / "shared" / "data")).resolve()
+BENCH_PCAP = HERE / "out" / "ndpi-ether-10x.pcap"
+SYNFLOOD = DATA / "attacks" / "stopddos" / "pkt.TCP.synflood.spoofed.pcap"
+MAKE_BENCH = DATA.parent / "tools" / "make_bench_pcap.py"
+
+
+def ensure_bench_pcap() -> Path:
+    if not BENCH_PCAP.exists():
+        BENCH_PCAP.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, str(MAKE_BENCH), str(BENCH_PCAP), "10"], check=True)
+    return BENCH_PCAP
+
+
+def count_pcap_records(path: Path) -> int:
+    """Records in a little-endian classic pcap (the benchmark files), by walking the record headers."""
+    n, off = 0, 24
+    with open(path, "rb") as fh:
+        data = fh.read()
+    while off + 16 <= len(data):
+        off += 16 + struct.unpack_from("<I", data, off + 8)[0]
+        n += 1
+    return n
+
+
+def run_features(path: Path, out: str) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of ``netwarden features --format kdd -o OUT PATH`` as its own process.
+
+    The RSS is ``ru_maxrss`` over this script's children so far: exact for the first child, which is why
+    the 10x capture runs first."""
+    cmd = [sys.executable, "-c", "import sys; from sensor.cli import main; sys.exit(main())",
+           "features", "--format", "kdd", "-o", out, str(path)]
+    start = time.perf_counter()
+    subprocess.run(cmd, cwd=ROOT, check=True)
+    wall = time.perf_counter() - start
+    return wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def reference_rate(path: Path, packets: int) -> float | None:
+    sys.path.insert(0, str(HERE))
+    try:
+        import decode  # bench/decode.py: the decode benchmark and its per-packet reference loop
+    except ImportError as exc:
+        print(f"reference loop unavailable: {exc}")
+        return None
+    loop = getattr(decode, "reference_loop", None) or decode.reference
+    start = time.perf_counter()
+    loop(str(path))
+    return packets / (time.perf_counter() - start)
+
+
+def profile(path: Path) -> None:
+    """Split of the in-process time: read+decode+track, windows+vectors, kdd text."""
+    import io
+
+    sys.path.insert(0, str(ROOT))
+    from features.vectors import FeatureBuilder
+    from sensor import config, outputs
+    from sensor.pipeline import records_from_capture
+
+    cfg = config.defaults()
+    t0 = time.perf_counter()
+    records = records_from_capture(path, cfg)
+    t1 = time.perf_counter()
+    table = FeatureBuilder.from_config(cfg).add(records)
+    t2 = time.perf_counter()
+    outputs.write("kdd", table, records, io.StringIO())
+    t3 = time.perf_counter()
+    n = len(records)
+    print(f"profile: {n:,} connections; read+decode+track {t1 - t0:.2f} s, windows+vectors {t2 - t1:.2f} s "
+          f"({(t2 - t1) / max(n, 1) * 1e6:.1f} us/connection), kdd text {t3 - t2:.2f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--skip-reference", action="store_true", help="do not run the reference loop")
+    parser.add_argument("--profile", action="store_true", help="also split the time by stage (in-process)")
+    args = parser.parse_args()
+
+    pcap = ensure_bench_pcap()
+    packets = count_pcap_records(pcap)
+    wall, rss = run_features(pcap, os.devnull)
+    rate = packets / wall
+    print(f"netwarden features --format kdd: {packets:,} packets in {wall:.2f} s = {rate:,.0f} packets/s, "
+          f"peak RSS {rss:.0f} MB (target < 500 MB)")
+    if not args.skip_reference:
+        ref = reference_rate(pcap, packets)
+        if ref:
+            print(f"reference per-packet loop: {ref:,.0f} packets/s; features / reference = {rate / ref:.2f}x "
+                  "(target >= 1.0x)")
+
+    with tempfile.NamedTemporaryFile("r", suffix=".kdd") as out:
+        wall, _ = run_features(SYNFLOOD, out.name)
+        conns = sum(1 for _ in open(out.name))
+    print(f"SYN flood ({SYNFLOOD.name}): {conns:,} connections in {wall:.2f} s = {conns / wall:,.0f} "
+          f"connections/s (whole process)")
+    if args.profile:
+        profile(pcap)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,479 @@
+"""Packet batches -> Zeek-compatible connection records.
+
+Design (why it is fast enough for a gateway):
+
+1. Each batch is filtered (non-IP / malformed rows counted), fragments are handed to
+   ``features.fragments``, and every packet gets a canonical bidirectional key (lower endpoint first; ICMP
+   ports are Zeek's type/counterpart pair) computed with numpy.
+2. One stable ``np.lexsort`` groups the batch by key, keeping capture order inside each group.
+3. UDP, ICMP and other protocols are pure aggregation: groups are cut where the inactivity timeout splits
+   them and every segment's packets, IP bytes and payload bytes per direction come from
+   ``np.add.reduceat``; Python runs once per segment.
+4. TCP needs Zeek's order-dependent state machine (``features.tcp_state``); it runs per packet but only
+   over plain Python ints pulled from the batch once.
+
+Timers follow packet time during ``process`` (a packet arriving after its connection's deadline starts a
+new connection; other connections expire through a deadline heap at the end of each batch) and the wall
+clock through ``advance`` when a live link is idle. Memory is bounded by ``max_connections``: past it, the
+oldest unanswered attempts are evicted first (a spoofed SYN flood cannot push out established
+connections), then the least recently active connections; every eviction emits its record and is counted.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from features.direction import ICMP4_COUNTERPART, ICMP6_COUNTERPART, flip_new_connection
+from features.flow_ids import UidGenerator, community_id
+from features.fragments import FragmentTracker
+from features.records import ConnectionRecord
+from features.tcp_state import TcpSession
+from sensor.packets import (IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_FIN,
+                            TCP_RST, TCP_SYN, TCP_URG, Malformed)
+
+_NS = 1_000_000_000
+_V4_PREFIX = 0xFFFF
+
+
+@dataclass
+class TrackerSettings:
+    """Timeouts in seconds (Zeek's defaults) and the connection cap; see sensor/config.py ``tracker.*``."""
+
+    tcp_inactivity_timeout: float = 300.0
+    udp_inactivity_timeout: float = 60.0
+    icmp_inactivity_timeout: float = 60.0
+    tcp_attempt_timeout: float = 5.0
+    tcp_close_linger: float = 5.0
+    tcp_reset_linger: float = 5.0
+    active_timeout: float | None = None
+    max_connections: int = 1_000_000
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> TrackerSettings:
+        """Build from ``cfg.section("tracker")`` (unknown keys are ignored, missing ones keep defaults)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in section.items() if k in names})
+
+
+class _Conn:
+    """One tracked connection. Addresses are kept as the batch's (hi, lo) halves until the record is built."""
+
+    __slots__ = ("key", "uid", "proto", "orig_is_a", "o_hi", "o_lo", "o_p", "r_hi", "r_lo", "r_p",
+                 "first_ns", "last_ns", "o_pkts", "o_ip", "r_pkts", "r_ip", "o_pay", "r_pay", "urgent",
+                 "wrong", "tcp", "hist", "heap_at", "alive", "period_ns", "reported")
+
+    def __init__(self, key: tuple, uid: str, proto: int, orig_is_a: bool, o: tuple, r: tuple, t: int) -> None:
+        self.key, self.uid, self.proto, self.orig_is_a = key, uid, proto, orig_is_a
+        self.o_hi, self.o_lo, self.o_p = o
+        self.r_hi, self.r_lo, self.r_p = r
+        self.first_ns = self.last_ns = self.period_ns = t
+        self.o_pkts = self.o_ip = self.r_pkts = self.r_ip = self.o_pay = self.r_pay = 0
+        self.urgent = self.wrong = 0
+        self.tcp: TcpSession | None = TcpSession() if proto == IPPROTO_TCP else None
+        self.hist: list[str] = []  # UDP history letters (TCP keeps its own)
+        self.heap_at = math.inf
+        self.alive = True
+        self.reported = (0, 0)  # payload bytes already reported in interim records (TCP sizes are cumulative)
+
+    def swap_roles(self) -> None:
+        self.orig_is_a = not self.orig_is_a
+        self.o_hi, self.o_lo, self.o_p, self.r_hi, self.r_lo, self.r_p = (
+            self.r_hi, self.r_lo, self.r_p, self.o_hi, self.o_lo, self.o_p)
+        self.o_pkts, self.o_ip, self.o_pay, self.r_pkts, self.r_ip, self.r_pay = (
+            self.r_pkts, self.r_ip, self.r_pay, self.o_pkts, self.o_ip, self.o_pay)
+
+
+def _addr(hi: int, lo: int) -> str:
+    if hi == 0 and lo >> 32 == _V4_PREFIX:
+        return socket.inet_ntop(socket.AF_INET, (lo & 0xFFFFFFFF).to_bytes(4, "big"))
+    return socket.inet_ntop(socket.AF_INET6, hi.to_bytes(8, "big") + lo.to_bytes(8, "big"))
+
+
+def _packed(hi: int, lo: int) -> bytes:
+    if hi == 0 and lo >> 32 == _V4_PREFIX:
+        return (lo & 0xFFFFFFFF).to_bytes(4, "big")
+    return hi.to_bytes(8, "big") + lo.to_bytes(8, "big")
+
+
+_PROTO_NAMES = {IPPROTO_TCP: "tcp", IPPROTO_UDP: "udp", IPPROTO_ICMP: "icmp", IPPROTO_ICMPV6: "icmp"}
+
+
+class ConnectionTracker:
+    """Zeek-style connection tracking over ``PACKET_DTYPE`` batches (see the module docstring)."""
+
+    def __init__(self, settings: TrackerSettings | None = None, uid_seed: int | None = None) -> None:
+        self.settings = s = settings or TrackerSettings()
+        self._uids = UidGenerator(uid_seed)
+        self._frags = FragmentTracker()
+        self._conns: dict[tuple, _Conn] = {}
+        self._heap: list[tuple[int, int, _Conn]] = []
+        self._heap_seq = 0
+        self._tcp_idle = int(s.tcp_inactivity_timeout * _NS)
+        self._attempt = int(s.tcp_attempt_timeout * _NS)
+        self._close = int(s.tcp_close_linger * _NS)
+        self._reset = int(s.tcp_reset_linger * _NS)
+        self._idle = {IPPROTO_UDP: int(s.udp_inactivity_timeout * _NS),
+                      IPPROTO_ICMP: int(s.icmp_inactivity_timeout * _NS),
+                      IPPROTO_ICMPV6: int(s.icmp_inactivity_timeout * _NS)}
+        self._other_idle = int(s.udp_inactivity_timeout * _NS)
+        self._active = int(s.active_timeout * _NS) if s.active_timeout else None
+        self.counters: dict[str, int] = {
+            "connections": 0, "records": 0, "interim_records": 0, "evicted_attempts": 0, "evicted_other": 0,
+            "non_ip": 0, "malformed": 0, "fragments": 0, "fragments_orphaned": 0, "wrong_fragments": 0}
+
+    def __len__(self) -> int:
+        return len(self._conns)
+
+    # -- public API ----------------------------------------------------------------------------------
+    def process(self, batch: np.ndarray) -> list[ConnectionRecord]:
+        """Track one batch; returns the records of connections finished by it (timeouts in packet time)."""
+        out: list[ConnectionRecord] = []
+        if len(batch) == 0:
+            return out
+        bad = batch["malformed"]
+        if bad.any():
+            non_ip = int(np.count_nonzero(bad == Malformed.NON_IP))
+            self.counters["non_ip"] += non_ip
+            self.counters["malformed"] += int(np.count_nonzero(bad)) - non_ip
+        pk = batch[bad == 0]  # a copy: fragment attribution writes into it
+        if len(pk) == 0:
+            return out
+        wrong = np.zeros(len(pk), dtype=bool)
+        continuation = np.empty(0, dtype=np.int64)
+        is_frag = pk["is_fragment"] != 0
+        if is_frag.any():
+            wrong, continuation = self._frags.process(pk, np.flatnonzero(is_frag))
+            self.counters["fragments"] = self._frags.counters["fragments"]
+            self.counters["fragments_orphaned"] = self._frags.counters["fragments_orphaned"]
+            self.counters["wrong_fragments"] += int(np.count_nonzero(wrong))
+            packets = ~(is_frag & (pk["frag_offset"] > 0))
+            cont_rows, cont_wrong = pk[continuation], wrong[continuation]
+            pk, wrong = pk[packets], wrong[packets]
+        if len(pk):
+            self._track(pk, wrong, out)
+        if len(continuation):
+            self._add_continuations(cont_rows, cont_wrong)
+        self._expire(int(batch["ts_ns"].max()), out)
+        return out
+
+    def advance(self, now_ns: int) -> list[ConnectionRecord]:
+        """Expire by the wall clock (live capture on an idle link)."""
+        out: list[ConnectionRecord] = []
+        self._expire(now_ns, out)
+        return out
+
+    def flush(self) -> list[ConnectionRecord]:
+        """End of input: every connection still open, in start order."""
+        conns = sorted(self._conns.values(), key=lambda c: c.first_ns)
+        out = [self._finish(c) for c in conns]
+        self._heap.clear()
+        return out
+
+    # -- keys and grouping ---------------------------------------------------------------------------
+    def _track(self, pk: np.ndarray, wrong: np.ndarray, out: list[ConnectionRecord]) -> None:
+        proto = pk["proto"]
+        sp = pk["sport"].astype(np.int32)
+        dp = pk["dport"].astype(np.int32)
+        one_way = np.zeros(len(pk), dtype=bool)
+        icmp = (proto == IPPROTO_ICMP) | (proto == IPPROTO_ICMPV6)
+        if icmp.any():
+            itype = pk["icmp_type"][icmp]
+            cp = np.where(proto[icmp] == IPPROTO_ICMP, ICMP4_COUNTERPART[itype], ICMP6_COUNTERPART[itype])
+            ow = cp < 0
+            sp[icmp] = itype
+            dp[icmp] = np.where(ow, pk["icmp_code"][icmp], cp)
+            one_way[icmp] = ow
+        sh, sl, dh, dl = pk["src_hi"], pk["src_lo"], pk["dst_hi"], pk["dst_lo"]
+        src_first = (sh < dh) | ((sh == dh) & ((sl < dl) | ((sl == dl) & (sp <= dp)))) | one_way
+        ah, al, ap = np.where(src_first, sh, dh), np.where(src_first, sl, dl), np.where(src_first, sp, dp)
+        bh, bl, bp = np.where(src_first, dh, sh), np.where(src_first, dl, sl), np.where(src_first, dp, sp)
+        order = np.lexsort((bp, ap, bl, bh, al, ah, proto))
+        ah, al, ap, bh, bl, bp = ah[order], al[order], ap[order], bh[order], bl[order], bp[order]
+        proto_s, from_a = proto[order], src_first[order]
+        change = np.ones(len(order), dtype=bool)
+        change[1:] = ((ah[1:] != ah[:-1]) | (al[1:] != al[:-1]) | (ap[1:] != ap[:-1]) | (bh[1:] != bh[:-1])
+                      | (bl[1:] != bl[:-1]) | (bp[1:] != bp[:-1]) | (proto_s[1:] != proto_s[:-1]))
+        starts = np.flatnonzero(change)
+        ends = np.append(starts[1:], len(order))
+        keys = list(zip(proto_s[starts].tolist(), ah[starts].tolist(), al[starts].tolist(), ap[starts].tolist(),
+                        bh[starts].tolist(), bl[starts].tolist(), bp[starts].tolist()))
+        s = pk[order]
+        wrong_s = wrong[order]
+        is_tcp = proto_s[starts] == IPPROTO_TCP
+        tcp_groups = np.flatnonzero(is_tcp)
+        if len(tcp_groups):
+            self._track_tcp(s, from_a, wrong_s, starts, ends, keys, tcp_groups, out)
+        other_groups = np.flatnonzero(~is_tcp)
+        if len(other_groups):
+            self._track_other(s, from_a, wrong_s, sp[order], dp[order], starts, ends, keys, other_groups, out)
+
+    def _new_conn(self, key: tuple, from_a: bool, flip: bool, t: int, out: list[ConnectionRecord]) -> _Conn:
+        if len(self._conns) >= self.settings.max_connections:
+            self._evict(out)
+        proto, ah, al, ap, bh, bl, bp = key
+        orig_is_a = from_a != flip
+        a, b = (ah, al, ap), (bh, bl, bp)
+        conn = _Conn(key, self._uids.next(), proto, orig_is_a, a if orig_is_a else b, b if orig_is_a else a, t)
+        if flip:
+            (conn.tcp.history if conn.tcp else conn.hist).append("^")
+        self._conns[key] = conn
+        self.counters["connections"] += 1
+        return conn
+
+    # -- TCP -----------------------------------------------------------------------------------------
+    def _track_tcp(self, s, from_a, wrong_s, starts, ends, keys, groups, out) -> None:
+        sel = np.concatenate([np.arange(starts[g], ends[g]) for g in groups]) if len(groups) < len(starts) \
+            else np.arange(len(s))
+        ts = s["ts_ns"][sel].tolist()
+        flags = s["tcp_flags"][sel].tolist()
+        seqs = s["tcp_seq"][sel].tolist()
+        acks = s["tcp_ack"][sel].tolist()
+        plens = s["payload_len"][sel].tolist()
+        wins = s["tcp_win"][sel].tolist()
+        iplens = s["ip_len"][sel].tolist()
+        fa = from_a[sel].tolist()
+        wr = wrong_s[sel].tolist()
+        sps, dps = s["sport"][sel].tolist(), s["dport"][sel].tolist()
+        dhs, dls = s["dst_hi"][sel].tolist(), s["dst_lo"][sel].tolist()
+        conns = self._conns
+        attempt = self._attempt
+        i = 0
+        for g in groups.tolist():
+            key = keys[g]
+            n = int(ends[g] - starts[g])
+            conn = conns.get(key)
+            for j in range(i, i + n):
+                t, fl = ts[j], flags[j]
+                if conn is not None and (self._tcp_deadline(conn) <= t
+                                         or (fl & TCP_SYN and conn.tcp.is_reuse(fl, seqs[j]))):
+                    out.append(self._finish(conn))
+                    conn = None
+                if conn is None:
+                    syn_ack = fl & (TCP_SYN | TCP_ACK) == (TCP_SYN | TCP_ACK)
+                    syn_only = fl & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) == TCP_SYN
+                    flip = flip_new_connection(IPPROTO_TCP, sps[j], dps[j], syn_only, syn_ack, dhs[j], dls[j])
+                    conn = self._new_conn(key, fa[j], flip, t, out)
+                tcp = conn.tcp
+                flips = tcp.flips
+                tcp.packet(fa[j] == conn.orig_is_a, fl, seqs[j], acks[j], plens[j], wins[j], t, attempt)
+                if tcp.flips != flips:
+                    conn.swap_roles()
+                if fa[j] == conn.orig_is_a:
+                    conn.o_pkts += 1
+                    conn.o_ip += iplens[j]
+                else:
+                    conn.r_pkts += 1
+                    conn.r_ip += iplens[j]
+                if fl & TCP_URG:
+                    conn.urgent += 1
+                if wr[j]:
+                    conn.wrong += 1
+                conn.last_ns = t
+            i += n
+            self._schedule(conn)
+
+    def _tcp_deadline(self, conn: _Conn) -> int:
+        tcp = conn.tcp
+        deadline = conn.last_ns + self._tcp_idle
+        if tcp.close_deadline is not None:
+            deadline = min(deadline, tcp.close_deadline + (self._reset if tcp.close_reset else self._close))
+        if tcp.attempt_deadline is not None and tcp.in_attempt():
+            deadline = min(deadline, tcp.attempt_deadline)
+        return deadline
+
+    # -- UDP, ICMP, other: aggregation -------------------------------------------------------------------
+    def _track_other(self, s, from_a, wrong_s, sp_s, dp_s, starts, ends, keys, groups, out) -> None:
+        sel = np.concatenate([np.arange(starts[g], ends[g]) for g in groups]) if len(groups) < len(starts) \
+            else np.arange(len(s))
+        gid = np.repeat(groups, (ends[groups] - starts[groups]))
+        ts = s["ts_ns"][sel]
+        proto = s["proto"][sel]
+        idle = np.full(len(sel), self._other_idle, dtype=np.int64)
+        for p, v in self._idle.items():
+            idle[proto == p] = v
+        seg = np.ones(len(sel), dtype=bool)
+        seg[1:] = (gid[1:] != gid[:-1]) | (ts[1:] - ts[:-1] >= idle[1:])
+        seg_starts = np.flatnonzero(seg)
+        fa = from_a[sel]
+        ipl = s["ip_len"][sel].astype(np.int64)
+        pay = np.where(proto == 132, 0, s["payload_len"][sel].astype(np.int64))  # Zeek: no payload for SCTP
+        fa_i = fa.astype(np.int64)
+        red = np.add.reduceat
+        n_tot = np.diff(np.append(seg_starts, len(sel)))
+        n_a = red(fa_i, seg_starts)
+        ip_a, ip_tot = red(ipl * fa_i, seg_starts), red(ipl, seg_starts)
+        pay_a, pay_tot = red(pay * fa_i, seg_starts), red(pay, seg_starts)
+        wrong_n = red(wrong_s[sel].astype(np.int64), seg_starts)
+        last_idx = np.append(seg_starts[1:], len(sel)) - 1
+        rows = zip(gid[seg_starts].tolist(), ts[seg_starts].tolist(), ts[last_idx].tolist(),
+                   fa[seg_starts].tolist(), n_tot.tolist(), n_a.tolist(), ip_tot.tolist(), ip_a.tolist(),
+                   pay_tot.tolist(), pay_a.tolist(), wrong_n.tolist(), sp_s[sel][seg_starts].tolist(),
+                   dp_s[sel][seg_starts].tolist(), s["dst_hi"][sel][seg_starts].tolist(),
+                   s["dst_lo"][sel][seg_starts].tolist())
+        conns = self._conns
+        idle_of = self._idle
+        for g, t0, t1, first_a, n, na, ipt, ipa, pt, pa, wn, sport, dport, dhi, dlo in rows:
+            key = keys[g]
+            proto_k = key[0]
+            conn = conns.get(key)
+            if conn is not None and conn.last_ns + idle_of.get(proto_k, self._other_idle) <= t0:
+                out.append(self._finish(conn))
+                conn = None
+            if conn is None:
+                flip = flip_new_connection(proto_k, sport, dport, False, False, dhi, dlo)
+                conn = self._new_conn(key, first_a, flip, t0, out)
+            nb, ipb, pb = n - na, ipt - ipa, pt - pa
+            if conn.orig_is_a:
+                o = (na, ipa, pa, first_a, nb)
+                conn.o_pkts += na; conn.o_ip += ipa; conn.o_pay += pa  # noqa: E702
+                conn.r_pkts += nb; conn.r_ip += ipb; conn.r_pay += pb  # noqa: E702
+            else:
+                o = (nb, ipb, pb, not first_a, na)
+                conn.o_pkts += nb; conn.o_ip += ipb; conn.o_pay += pb  # noqa: E702
+                conn.r_pkts += na; conn.r_ip += ipa; conn.r_pay += pa  # noqa: E702
+            if proto_k == IPPROTO_UDP:
+                self._udp_history(conn, o[0], o[4], o[3])
+            conn.wrong += wn
+            conn.last_ns = t1
+            self._schedule(conn)
+
+    @staticmethod
+    def _udp_history(conn: _Conn, n_orig: int, n_resp: int, first_is_orig: bool) -> None:
+        """Zeek's UDP letters: 'D' once for the originator, 'd' once for the responder, in first-seen order."""
+        hist = conn.hist
+        letters = ("D", "d") if first_is_orig else ("d", "D")
+        for letter in letters:
+            if (n_orig if letter == "D" else n_resp) and letter not in hist:
+                hist.append(letter)
+
+    def _add_continuations(self, rows: np.ndarray, wrong: np.ndarray) -> None:
+        """Non-first fragments: bytes of their datagram's connection, not packets (Zeek reassembles)."""
+        for row, w in zip(rows, wrong.tolist()):
+            sh, sl, dh, dl = int(row["src_hi"]), int(row["src_lo"]), int(row["dst_hi"]), int(row["dst_lo"])
+            proto, sport, dport = int(row["proto"]), int(row["sport"]), int(row["dport"])
+            if proto in (IPPROTO_ICMP, IPPROTO_ICMPV6):
+                table = ICMP4_COUNTERPART if proto == IPPROTO_ICMP else ICMP6_COUNTERPART
+                sport, cp = int(row["icmp_type"]), int(table[int(row["icmp_type"])])
+                dport = int(row["icmp_code"]) if cp < 0 else cp
+            fwd = (proto, sh, sl, sport, dh, dl, dport)
+            conn = self._conns.get(fwd) or self._conns.get((proto, dh, dl, dport, sh, sl, sport))
+            if conn is None:
+                self.counters["fragments_orphaned"] += 1
+                continue
+            from_orig = (conn.o_hi, conn.o_lo) == (sh, sl)
+            size = int(row["payload_len"])
+            if from_orig:
+                conn.o_ip += size
+                conn.o_pay += size if proto != IPPROTO_TCP else 0
+            else:
+                conn.r_ip += size
+                conn.r_pay += size if proto != IPPROTO_TCP else 0
+            conn.wrong += int(w)
+
+    # -- timers, eviction ----------------------------------------------------------------------------
+    def _deadline(self, conn: _Conn) -> int:
+        if conn.tcp is not None:
+            return self._tcp_deadline(conn)
+        return conn.last_ns + self._idle.get(conn.proto, self._other_idle)
+
+    def _next_event(self, conn: _Conn) -> int:
+        deadline = self._deadline(conn)
+        if self._active is not None:
+            deadline = min(deadline, conn.period_ns + self._active)
+        return deadline
+
+    def _schedule(self, conn: _Conn) -> None:
+        at = self._next_event(conn)
+        if at < conn.heap_at:
+            conn.heap_at = at
+            self._heap_seq += 1
+            heapq.heappush(self._heap, (at, self._heap_seq, conn))
+
+    def _expire(self, now: int, out: list[ConnectionRecord]) -> None:
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            at, _, conn = heapq.heappop(heap)
+            if not conn.alive or at != conn.heap_at:
+                continue
+            conn.heap_at = math.inf
+            if self._deadline(conn) <= now:
+                out.append(self._finish(conn))
+                continue
+            if self._active is not None and conn.period_ns + self._active <= now:
+                out.append(self._interim(conn, conn.period_ns + self._active))
+            self._schedule(conn)
+
+    def _evict(self, out: list[ConnectionRecord]) -> None:
+        """Free 10% of the cap: unanswered attempts first (oldest first), then the least recently active."""
+        target = max(1, self.settings.max_connections // 10)
+        conns = list(self._conns.values())
+        attempts = [c for c in conns if (c.tcp.in_attempt() if c.tcp else c.r_pkts == 0)]
+        attempts.sort(key=lambda c: c.last_ns)
+        victims = attempts[:target]
+        self.counters["evicted_attempts"] += len(victims)
+        if len(victims) < target:
+            chosen = {id(c) for c in victims}
+            rest = sorted((c for c in conns if id(c) not in chosen), key=lambda c: c.last_ns)
+            extra = rest[: target - len(victims)]
+            self.counters["evicted_other"] += len(extra)
+            victims += extra
+        for conn in victims:
+            out.append(self._finish(conn))
+
+    # -- records -------------------------------------------------------------------------------------
+    def _finish(self, conn: _Conn) -> ConnectionRecord:
+        conn.alive = False
+        if self._conns.get(conn.key) is conn:
+            del self._conns[conn.key]
+        self.counters["records"] += 1
+        return self._record(conn, conn.period_ns, self._end_ns(conn))
+
+    @staticmethod
+    def _end_ns(conn: _Conn) -> int:
+        """Zeek stops a TCP connection's clock once both sides closed (the last ACK is not duration)."""
+        return conn.tcp.last_time if conn.tcp is not None else conn.last_ns
+
+    def _interim(self, conn: _Conn, at: int) -> ConnectionRecord:
+        """Active timeout: report the period so far and start a new one on the same connection (same uid)."""
+        rec = self._record(conn, conn.period_ns, self._end_ns(conn))
+        rec.extra["interim"] = "T"
+        if conn.tcp is not None:
+            conn.reported = (conn.tcp.orig.size(), conn.tcp.resp.size())
+        conn.o_pkts = conn.o_ip = conn.r_pkts = conn.r_ip = conn.o_pay = conn.r_pay = 0
+        conn.urgent = conn.wrong = 0
+        conn.period_ns = at
+        self.counters["interim_records"] += 1
+        return rec
+
+    def _record(self, conn: _Conn, start_ns: int, end_ns: int) -> ConnectionRecord:
+        tcp = conn.tcp
+        if tcp is not None:
+            o_bytes = tcp.orig.size() - conn.reported[0]
+            r_bytes = tcp.resp.size() - conn.reported[1]
+            state, history = tcp.conn_state(), tcp.history_str()
+        else:
+            o_bytes, r_bytes, history = conn.o_pay, conn.r_pay, "".join(conn.hist)
+            state = self._udp_state(conn) if conn.proto == IPPROTO_UDP else "OTH"
+        start_ns = min(start_ns, end_ns)
+        orig_h, resp_h = _addr(conn.o_hi, conn.o_lo), _addr(conn.r_hi, conn.r_lo)
+        return ConnectionRecord(
+            ts=start_ns / _NS, uid=conn.uid, orig_h=orig_h, orig_p=conn.o_p, resp_h=resp_h, resp_p=conn.r_p,
+            proto=_PROTO_NAMES.get(conn.proto, "unknown_transport"), duration=(end_ns - start_ns) / _NS,
+            orig_bytes=o_bytes, resp_bytes=r_bytes, conn_state=state, history=history or "-",
+            orig_pkts=conn.o_pkts, orig_ip_bytes=conn.o_ip, resp_pkts=conn.r_pkts, resp_ip_bytes=conn.r_ip,
+            community_id=community_id(conn.proto, _packed(conn.o_hi, conn.o_lo), conn.o_p,
+                                      _packed(conn.r_hi, conn.r_lo), conn.r_p),
+            wrong_fragment=conn.wrong, urgent=conn.urgent, end_ts=end_ns / _NS)
+
+    @staticmethod
+    def _udp_state(conn: _Conn) -> str:
+        if conn.o_pkts:
+            return "SF" if conn.r_pkts else "S0"
+        return "SHR" if conn.r_pkts else "OTH"
