@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 export NETWARDEN_DATA ?= $(abspath ../shared/data)
 
-.PHONY: venv test bench demo clean
+.PHONY: venv sysdeps test bench demo clean
 
 venv: $(VENV)/.installed
 
@@ -15,6 +15,20 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt setup.cfg
 	$(BIN)/pip install -q -r requirements.txt -r requirements-dev.txt
 	$(BIN)/pip install -q --no-deps -e .
 	touch $@
+
+# System packages (root, Debian/Ubuntu): iproute2 for the live-capture test's network namespaces, libpcap
+# for compiling BPF filter expressions (scapy loads it with ctypes; libpcap0.8t64 on Debian 13 / Ubuntu 24.04).
+sysdeps:
+	@missing=""; \
+	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
+	ldconfig -p | grep -q 'libpcap\.so' || missing="$$missing libpcap"; \
+	if [ -n "$$missing" ]; then \
+	  apt-get update -qq && \
+	  for pkg in $$missing; do \
+	    if [ $$pkg = libpcap ]; then apt-get install -y -qq libpcap0.8 || apt-get install -y -qq libpcap0.8t64; \
+	    else apt-get install -y -qq $$pkg; fi || exit 1; \
+	  done; \
+	fi
 
 test: venv
 	$(BIN)/python -m pytest -q

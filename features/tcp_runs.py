@@ -161,3 +161,24 @@ def merge_history(tcp: TcpSession, events: list[tuple[int, int, int, str]]) -> N
     for _, _, mask, letter in events:
         tcp.hist_seen |= mask
         tcp.history.append(letter)
+
+
+class RunSums:
+    """Prefix sums over the grouped TCP packets, so a run's packet/byte counts cost O(1) in Python."""
+
+    __slots__ = ("_n_a", "_ip_a", "_ip", "_urg", "_wrong")
+
+    def __init__(self, ip_len: np.ndarray, from_a: np.ndarray, urgent: np.ndarray, wrong: np.ndarray) -> None:
+        def prefix(values: np.ndarray) -> list[int]:
+            out = np.zeros(len(values) + 1, dtype=np.int64)
+            np.cumsum(values, out=out[1:])
+            return out.tolist()
+
+        ip = ip_len.astype(np.int64)
+        self._n_a, self._ip_a, self._ip = prefix(from_a), prefix(np.where(from_a, ip, 0)), prefix(ip)
+        self._urg, self._wrong = prefix(urgent), prefix(wrong)
+
+    def between(self, j: int, e: int) -> tuple[int, int, int, int, int, int]:
+        """(packets from A, IP bytes from A, packets, IP bytes, URG packets, wrong fragments) of j..e-1."""
+        return (self._n_a[e] - self._n_a[j], self._ip_a[e] - self._ip_a[j], e - j, self._ip[e] - self._ip[j],
+                self._urg[e] - self._urg[j], self._wrong[e] - self._wrong[j])

@@ -34,6 +34,8 @@ from features.direction import ICMP4_COUNTERPART, ICMP6_COUNTERPART, flip_new_co
 from features.flow_ids import UidGenerator, community_id
 from features.fragments import FragmentTracker
 from features.records import ConnectionRecord
+from features.tcp_runs import (MIN_RUN, RunSums, TcpColumns, apply_side, merge_history, open_session,
+                               plain_run_ends, side_fits, side_run)
 from features.tcp_state import TcpSession
 from sensor.packets import (IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_FIN,
                             TCP_RST, TCP_SYN, TCP_URG, Malformed)
@@ -107,6 +109,8 @@ _PROTO_NAMES = {IPPROTO_TCP: "tcp", IPPROTO_UDP: "udp", IPPROTO_ICMP: "icmp", IP
 
 class ConnectionTracker:
     """Zeek-style connection tracking over ``PACKET_DTYPE`` batches (see the module docstring)."""
+
+    min_run: int = MIN_RUN  # shortest plain TCP run taken by the numpy fast path (tests vary it)
 
     def __init__(self, settings: TrackerSettings | None = None, uid_seed: int | None = None) -> None:
         self.settings = s = settings or TrackerSettings()
@@ -229,55 +233,124 @@ class ConnectionTracker:
 
     # -- TCP -----------------------------------------------------------------------------------------
     def _track_tcp(self, s, from_a, wrong_s, starts, ends, keys, groups, out) -> None:
-        sel = np.concatenate([np.arange(starts[g], ends[g]) for g in groups]) if len(groups) < len(starts) \
-            else np.arange(len(s))
-        ts = s["ts_ns"][sel].tolist()
-        flags = s["tcp_flags"][sel].tolist()
-        seqs = s["tcp_seq"][sel].tolist()
-        acks = s["tcp_ack"][sel].tolist()
-        plens = s["payload_len"][sel].tolist()
-        wins = s["tcp_win"][sel].tolist()
-        iplens = s["ip_len"][sel].tolist()
-        fa = from_a[sel].tolist()
+        if len(groups) < len(starts):
+            lens = ends[groups] - starts[groups]
+            sel = np.repeat(starts[groups] - np.cumsum(lens) + lens, lens) + np.arange(int(lens.sum()))
+        else:
+            sel = np.arange(len(s))
+        t = s[sel]
+        fa_np = from_a[sel]
+        lens_g = (ends[groups] - starts[groups])
+        local_starts = np.cumsum(lens_g) - lens_g
+        group_start = np.zeros(len(sel), dtype=bool)
+        group_start[local_starts] = True
+        seq_np = t["tcp_seq"].astype(np.int64)
+        plen_np = t["payload_len"].astype(np.int64)
+        cols = TcpColumns(t["ts_ns"], t["tcp_flags"], (seq_np + plen_np) & 0xFFFFFFFF,
+                          t["tcp_ack"].astype(np.int64), plen_np, t["tcp_win"], fa_np)
+        run_end = plain_run_ends(cols, group_start, self._tcp_idle).tolist()
+        ts = cols.ts.tolist()
+        flags = cols.flags.tolist()
+        seqs = seq_np.tolist()
+        acks = t["tcp_ack"].tolist()
+        plens = plen_np.tolist()
+        wins = t["tcp_win"].tolist()
+        iplens = t["ip_len"].tolist()
+        fa = fa_np.tolist()
         wr = wrong_s[sel].tolist()
-        sps, dps = s["sport"][sel].tolist(), s["dport"][sel].tolist()
-        dhs, dls = s["dst_hi"][sel].tolist(), s["dst_lo"][sel].tolist()
+        sps, dps = t["sport"].tolist(), t["dport"].tolist()
+        dhs, dls = t["dst_hi"].tolist(), t["dst_lo"].tolist()
+        runs = RunSums(t["ip_len"], fa_np, (cols.flags & TCP_URG) != 0, wrong_s[sel])
         conns = self._conns
         attempt = self._attempt
-        i = 0
-        for g in groups.tolist():
+        idle = self._tcp_idle
+        min_run = self.min_run
+        j = 0
+        for g, n in zip(groups.tolist(), lens_g.tolist()):
             key = keys[g]
-            n = int(ends[g] - starts[g])
             conn = conns.get(key)
-            for j in range(i, i + n):
-                t, fl = ts[j], flags[j]
-                if conn is not None and (self._tcp_deadline(conn) <= t
-                                         or (fl & TCP_SYN and conn.tcp.is_reuse(fl, seqs[j]))):
-                    out.append(self._finish(conn))
-                    conn = None
-                if conn is None:
-                    syn_ack = fl & (TCP_SYN | TCP_ACK) == (TCP_SYN | TCP_ACK)
-                    syn_only = fl & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) == TCP_SYN
-                    flip = flip_new_connection(IPPROTO_TCP, sps[j], dps[j], syn_only, syn_ack, dhs[j], dls[j])
-                    conn = self._new_conn(key, fa[j], flip, t, out)
-                tcp = conn.tcp
-                flips = tcp.flips
-                tcp.packet(fa[j] == conn.orig_is_a, fl, seqs[j], acks[j], plens[j], wins[j], t, attempt)
-                if tcp.flips != flips:
-                    conn.swap_roles()
-                if fa[j] == conn.orig_is_a:
-                    conn.o_pkts += 1
-                    conn.o_ip += iplens[j]
-                else:
-                    conn.r_pkts += 1
-                    conn.r_ip += iplens[j]
-                if fl & TCP_URG:
-                    conn.urgent += 1
-                if wr[j]:
-                    conn.wrong += 1
-                conn.last_ns = t
-            i += n
+            stop = j + n
+            while j < stop:
+                e = run_end[j]
+                if (e - j >= min_run and conn is not None and conn.last_ns + idle > ts[j]
+                        and open_session(conn.tcp)):
+                    if self._fast_run(conn, cols, runs, j, e):
+                        j = e
+                        continue
+                    min_e = e  # not exact for this run: step it packet by packet
+                    while j < min_e:
+                        conn = self._tcp_packet(conn, key, j, ts, flags, seqs, acks, plens, wins, iplens, fa,
+                                                wr, sps, dps, dhs, dls, attempt, out)
+                        j += 1
+                    continue
+                conn = self._tcp_packet(conn, key, j, ts, flags, seqs, acks, plens, wins, iplens, fa, wr,
+                                        sps, dps, dhs, dls, attempt, out)
+                j += 1
             self._schedule(conn)
+
+    def _tcp_packet(self, conn, key, j, ts, flags, seqs, acks, plens, wins, iplens, fa, wr, sps, dps, dhs,
+                    dls, attempt, out) -> _Conn:
+        """The per-packet path: Zeek's state machine for one segment (see features.tcp_state)."""
+        t, fl = ts[j], flags[j]
+        if conn is not None and (self._tcp_deadline(conn) <= t
+                                 or (fl & TCP_SYN and conn.tcp.is_reuse(fl, seqs[j]))):
+            out.append(self._finish(conn))
+            conn = None
+        if conn is None:
+            syn_ack = fl & (TCP_SYN | TCP_ACK) == (TCP_SYN | TCP_ACK)
+            syn_only = fl & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) == TCP_SYN
+            flip = flip_new_connection(IPPROTO_TCP, sps[j], dps[j], syn_only, syn_ack, dhs[j], dls[j])
+            conn = self._new_conn(key, fa[j], flip, t, out)
+        tcp = conn.tcp
+        flips = tcp.flips
+        tcp.packet(fa[j] == conn.orig_is_a, fl, seqs[j], acks[j], plens[j], wins[j], t, attempt)
+        if tcp.flips != flips:
+            conn.swap_roles()
+        if fa[j] == conn.orig_is_a:
+            conn.o_pkts += 1
+            conn.o_ip += iplens[j]
+        else:
+            conn.r_pkts += 1
+            conn.r_ip += iplens[j]
+        if fl & TCP_URG:
+            conn.urgent += 1
+        if wr[j]:
+            conn.wrong += 1
+        conn.last_ns = t
+        return conn
+
+    def _fast_run(self, conn: _Conn, cols: TcpColumns, runs: RunSums, j: int, e: int) -> bool:
+        """Apply plain segments j..e-1 at once (features.tcp_runs); False (nothing changed) if not exact."""
+        tcp = conn.tcp
+        pos = np.arange(j, e)
+        a_side = cols.from_a[j:e]
+        plans = []
+        for from_a_side in (True, False):
+            idx = pos[a_side] if from_a_side else pos[~a_side]
+            if not len(idx):
+                continue
+            side = side_run(cols, idx)
+            is_orig = from_a_side == conn.orig_is_a
+            ep, peer = (tcp.orig, tcp.resp) if is_orig else (tcp.resp, tcp.orig)
+            if side is None or not side_fits(side, ep, peer):
+                return False
+            plans.append((side, ep, peer))
+        events: list[tuple[int, int, int, str]] = []
+        for side, ep, peer in plans:
+            apply_side(tcp, side, ep, peer, events)
+        if events:
+            merge_history(tcp, events)
+        n_a, ip_a, n_all, ip_all, urg, wrong = runs.between(j, e)
+        if conn.orig_is_a:
+            conn.o_pkts += n_a; conn.o_ip += ip_a  # noqa: E702
+            conn.r_pkts += n_all - n_a; conn.r_ip += ip_all - ip_a  # noqa: E702
+        else:
+            conn.r_pkts += n_a; conn.r_ip += ip_a  # noqa: E702
+            conn.o_pkts += n_all - n_a; conn.o_ip += ip_all - ip_a  # noqa: E702
+        conn.urgent += urg
+        conn.wrong += wrong
+        conn.last_ns = tcp.last_time = int(cols.ts[e - 1])
+        return True
 
     def _tcp_deadline(self, conn: _Conn) -> int:
         tcp = conn.tcp

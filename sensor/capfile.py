@@ -38,6 +38,7 @@ import numpy as np
 MAX_RECORD_LEN = 262144
 # Largest believable orig_len: GSO/BIG TCP frames reach ~185 KB; beyond this the header is garbage.
 MAX_WIRE_LEN = 1 << 18
+MAX_TS_OFFSET_S = 10**10  # if_tsoffset beyond ~300 years is a corrupt option
 
 PCAP_MAGICS = {  # first four bytes -> (struct byte order, timestamp fraction units per second)
     b"\xd4\xc3\xb2\xa1": ("<", 1_000_000),
@@ -266,6 +267,8 @@ def _parse_idb(raw: memoryview, off: int, blen: int, order: str) -> _Interface:
             units = 2 ** (res & 0x7F) if res & 0x80 else 10 ** res
         elif code == 14 and length >= 8:  # if_tsoffset: seconds added to every timestamp
             offset_s = struct.unpack_from(order + "q", raw, value)[0]
+            if abs(offset_s) > MAX_TS_OFFSET_S:  # garbage: would overflow ns timestamps
+                offset_s = 0
         opt = value + ((length + 3) & ~3)
     return _Interface(linktype, snaplen, max(units, 1), offset_s)
 
@@ -397,6 +400,8 @@ def _ticks_to_ns(ticks: np.ndarray, iface: np.ndarray, interfaces: list[_Interfa
         units = spec.units_per_sec
         if 1_000_000_000 % units == 0:
             ns = t.astype(np.int64) * (1_000_000_000 // units)
+        elif units >= 1 << 63:  # a corrupt if_tsresol (up to 2^127): ticks are all below one second
+            ns = (t.astype(np.float64) * (1e9 / units)).astype(np.int64)
         else:
             sec = (t // np.uint64(units)).astype(np.int64)
             frac = (t % np.uint64(units)).astype(np.float64)

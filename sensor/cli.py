@@ -70,4 +70,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # ``python -m sensor.cli`` runs this file as __main__, a second copy of the module: delegate to the
+    # imported one so its UserError is the one the commands raise.
+    from sensor.cli import main as _main
+
+    sys.exit(_main())

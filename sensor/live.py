@@ -138,8 +138,8 @@ class LiveSource:
             self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         except PermissionError:
             raise LiveCaptureError(
-                f"live capture on {interface} needs CAP_NET_RAW (run as root, or grant the Python "
-                "interpreter cap_net_raw,cap_net_admin)"
+                f"live capture on {interface} needs CAP_NET_RAW (run as root, or grant it, e.g. systemd "
+                "AmbientCapabilities=CAP_NET_RAW)"
             ) from None
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         try:

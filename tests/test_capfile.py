@@ -77,7 +77,7 @@ def test_corrupt_gzip_is_a_capture_error(tmp_path):
 
 
 def test_cut_off_gzip_yields_what_it_holds(tmp_path):
-    noise = np.random.default_rng(1).integers(0, 256, 50 * 1000, dtype=np.uint8).tobytes()
+    noise = np.random.default_rng(33).integers(0, 256, 50 * 1000, dtype=np.uint8).tobytes()
     recs = [Rec(ETH_TCP + noise[i * 1000:(i + 1) * 1000], TS + i) for i in range(50)]
     whole = gzip.compress(write_pcap(tmp_path / "a.pcap", recs).read_bytes())
     gz = tmp_path / "a.pcap.gz"
@@ -203,3 +203,28 @@ def test_chunks_point_into_the_mapped_file(tmp_path):
     chunk = next(CaptureFile(path).chunks())
     assert chunk.offsets.tolist() == [40, 40 + len(ETH_TCP) + 16]
     assert chunk.buf[chunk.offsets[1]: chunk.offsets[1] + chunk.caplens[1]].tobytes() == RAW_UDP
+
+
+@pytest.mark.parametrize("kind", ["pcap", "pcapng"])
+def test_random_corruption_never_raises_anything_but_capture_error(tmp_path, kind):
+    frames = [ETH_TCP, ETH_UDP6, RAW_UDP]
+    if kind == "pcap":
+        clean = write_pcap(tmp_path / "c.pcap", [Rec(f, TS + i) for i, f in enumerate(frames * 5)]).read_bytes()
+    else:
+        ng = PcapNg().interface(1).interface(101, tsresol=9)
+        for i, f in enumerate(frames * 5):
+            ng.epb(int(f is RAW_UDP), TS + i, f)
+        clean = ng.spb(ETH_TCP).bytes()
+    rng = np.random.default_rng(33)
+    path = tmp_path / f"fuzz.{kind}"
+    for _ in range(150):
+        data = bytearray(clean)
+        for at in rng.integers(0, len(data), rng.integers(1, 12)):
+            data[at] = rng.integers(0, 256)
+        path.write_bytes(bytes(data[: rng.integers(len(data) // 2, len(data) + 1)]))
+        try:
+            source = open_source(path)
+        except CaptureError:
+            continue
+        rows = sum(len(b) for b in source)
+        assert rows <= len(frames) * 5 + 1

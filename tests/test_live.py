@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import itertools
 import json
 import os
 import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -237,6 +239,44 @@ def test_vlan_tag_stripped_by_the_kernel_is_restored(netns):
     assert (got["malformed"] == Malformed.OK).all()
 
 
+def test_tun_interface_is_captured_as_raw_ip(netns):
+    """ARPHRD_NONE (tun) frames start at the IP header: link type 101."""
+    from scapy.layers.inet import IP, UDP
+
+    if not os.path.exists("/dev/net/tun"):
+        pytest.skip("no /dev/net/tun in this environment")
+    with inside(netns):
+        tun = os.open("/dev/net/tun", os.O_RDWR)
+        fcntl.ioctl(tun, 0x400454CA, struct.pack("16sH22x", b"nwtun0", 0x0001 | 0x1000))  # TUNSETIFF, TUN|NO_PI
+    try:
+        subprocess.run(["ip", "-n", netns, "link", "set", "nwtun0", "up"], check=True)
+        with inside(netns):
+            source = LiveSource("nwtun0", bpf_filter="udp", **small_ring())
+        with source:
+            for size in (5, 50):  # written to the tun fd = received on the interface
+                os.write(tun, bytes(IP(src="10.1.0.1", dst="10.1.0.2") / UDP(sport=7, dport=9) / (b"t" * size)))
+            got = drain(source)
+    finally:
+        os.close(tun)
+    assert source.linktype == 101
+    assert got["linktype"].tolist() == [101, 101]
+    assert got["payload_len"].tolist() == [5, 50] and (got["dport"] == 9).all()
+    assert got["wirelen"].tolist() == [33, 78]
+
+
+@pytest.mark.parametrize("promiscuous", [True, False])
+def test_promiscuous_mode_lasts_as_long_as_the_capture(netns, promiscuous):
+    def lo_flags() -> str:
+        shown = subprocess.run(["ip", "-n", netns, "link", "show", "lo"], capture_output=True, text=True)
+        return shown.stdout.split("<", 1)[1].split(">", 1)[0]
+
+    with inside(netns):
+        source = LiveSource("lo", promiscuous=promiscuous, **small_ring())
+    with source:
+        assert ("PROMISC" in lo_flags().split(",")) is promiscuous
+    assert "PROMISC" not in lo_flags().split(",")
+
+
 def _wait_for_line(stream, needle: str) -> str:
     """Read stderr lines until one contains ``needle`` (bounded by GUARD_S)."""
     deadline = time.monotonic() + GUARD_S
@@ -284,6 +324,6 @@ def test_cli_capture_without_cap_net_raw_is_a_one_line_error():
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=GUARD_S)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
-        "netwarden: error: live capture on lo needs CAP_NET_RAW (run as root, or grant the Python "
-        "interpreter cap_net_raw,cap_net_admin)"
+        "netwarden: error: live capture on lo needs CAP_NET_RAW (run as root, or grant it, e.g. systemd "
+        "AmbientCapabilities=CAP_NET_RAW)"
     ]
