@@ -199,8 +199,6 @@ class TcpSession:
                 or (state == RESET and ep.prev_state == INACTIVE)):
             ep.init_seqs(seq, end)
 
-        rel_seq, _ = ep.relative(seq, ep.last, ep.seq_wraps)
-
         # update_history
         bits = (1 if syn else 0) + (1 if fin else 0) + (1 if rst else 0)
         if bits > 1:
@@ -209,6 +207,7 @@ class TcpSession:
             else:
                 self._check(ep, HIST_MULTI, "Q")
         elif bits == 1:
+            rel_seq, _ = ep.relative(seq, ep.last, ep.seq_wraps)  # only SYN/FIN/RST letters need it
             if syn:
                 code = "H" if ackf else "S"
                 if self._check(ep, HIST_SYN, code) and rel_seq != ep.hist_syn:

@@ -24,15 +24,21 @@ reasons, with the evidence from NSL-KDD, are in docs/features.md):
   dst_host_srv_rerror_rate): NSL-KDD has dst_host_srv_count > dst_host_count on 28% of its rows, which no
   subset of a per-host window can give.
 
-Cost: O(1) amortised per connection (a deque per window plus tallies updated on entry and expiry), no
-rescans. Memory is bounded: the per-host and per-service histories together hold at most
-``max_entries`` connections; past that the least recently used host or service is forgotten.
+Cost: connections are taken in groups (a tracker batch) and computed with numpy, no per-connection Python
+loop and no rescans: each window is a range of arrival positions (time: the connections that ended after
+``t - time_window``; host-based: from the ``host_window``-th latest connection of the host or service), and
+every count or error tally over a range of one host, service, host+service or host+source-port group is
+two binary searches in the group-sorted rows (``_Groups``). Memory is bounded: the per-host and
+per-service histories together hold at most ``max_entries`` connections (checked after each group);
+past that the least recently used host or service is forgotten.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
+
+import numpy as np
 
 from features.schema import HOST_FEATURES, TIME_FEATURES
 
@@ -54,48 +60,68 @@ def error_class(proto: str, conn_state: str) -> int:
     return NO_ERROR
 
 
-def _dec(tally: dict, key: Hashable) -> None:
-    n = tally[key] - 1
-    if n:
-        tally[key] = n
-    else:
-        del tally[key]
+class _Groups:
+    """Rows grouped by an integer code, each group in row order: counts and sums over a row range of a group.
 
-
-class _LastN:
-    """The last ``limit`` connections of one host (or service), with tallies kept in step.
-
-    ``values`` of each entry are tallied per position (host window: service, source port; service window:
-    destination host); ``errors`` counts entries per error class.
+    Rows sit at positions 0..m-1 (position order = arrival order). Sorting by ``code * m + position`` puts
+    each group's rows together in arrival order, so "rows of group g between positions lo and hi" is one
+    pair of binary searches, and a per-row weight summed over them is a difference of a prefix sum.
+    Code -1 marks rows outside every group (never queried).
     """
 
-    __slots__ = ("items", "tallies", "errors")
+    __slots__ = ("m", "order", "key", "sums")
 
-    def __init__(self, n_values: int) -> None:
-        self.items: deque[tuple[tuple, int]] = deque()
-        self.tallies: tuple[dict, ...] = tuple({} for _ in range(n_values))
-        self.errors = [0, 0, 0]
+    def __init__(self, codes: np.ndarray, weights: tuple[np.ndarray, ...] = ()) -> None:
+        self.m = m = len(codes)
+        key = codes * m + np.arange(m)
+        self.order = np.argsort(key, kind="stable")
+        self.key = key[self.order]
+        self.sums = [np.concatenate(([0], np.cumsum(w[self.order]))) for w in weights]
 
-    def add(self, values: tuple, err: int, limit: int) -> int:
-        """Append an entry, drop the oldest past ``limit``; returns the change in stored entries (0 or 1)."""
-        self.items.append((values, err))
-        for tally, v in zip(self.tallies, values):
-            tally[v] = tally.get(v, 0) + 1
-        self.errors[err] += 1
-        if len(self.items) <= limit:
-            return 1
-        old_values, old_err = self.items.popleft()
-        for tally, v in zip(self.tallies, old_values):
-            _dec(tally, v)
-        self.errors[old_err] -= 1
-        return 0
+    def span(self, codes: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted-index bounds [a, b) of the rows of group ``codes`` at positions ``lo..hi`` (inclusive)."""
+        base = codes * self.m
+        return (np.searchsorted(self.key, base + lo, "left"), np.searchsorted(self.key, base + hi, "right"))
+
+    def count(self, codes: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """Rows of group ``codes`` at positions ``lo..hi``."""
+        a, b = self.span(codes, lo, hi)
+        return b - a
+
+    def total(self, k: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Sum of weight ``k`` over sorted indices [a, b)."""
+        return self.sums[k][b] - self.sums[k][a]
+
+    def beyond_last(self, codes: np.ndarray, limit: int) -> np.ndarray:
+        """Positions of rows (with code >= 0) that are not among the last ``limit`` rows of their group."""
+        sorted_codes = codes[self.order]
+        n = len(sorted_codes)
+        starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]]) if n else np.zeros(0, int)
+        ends = np.r_[starts[1:], n]
+        rank_from_end = np.repeat(ends, ends - starts) - np.arange(n) - 1
+        return self.order[(sorted_codes >= 0) & (rank_from_end >= limit)]
+
+
+def _codes(values: np.ndarray) -> np.ndarray:
+    """Dense codes 0..k-1 of an integer array (equal values, equal codes)."""
+    return np.unique(values, return_inverse=True)[1].reshape(-1) if len(values) else values
+
+
+# One remembered connection: arrival number, (clamped) end time, interned destination host and service,
+# source port, error class, and whether it is still in its host's resp. its service's host-based window.
+ROW_DTYPE = np.dtype([("seq", "<i8"), ("t", "<f8"), ("host", "<i8"), ("srv", "<i8"), ("sport", "<i8"),
+                      ("err", "<i1"), ("hw", "?"), ("sw", "?")])
 
 
 class TrafficWindows:
-    """Feed connections in end order with ``push``; each call returns that connection's 19 traffic features.
+    """Feed connections in end order (``push_many`` for a group, ``push`` for one); each gets its 19
+    traffic features. The state carries over between calls, so a daemon feeds records as the tracker emits
+    them and a file is one long stream; the result is the same however the stream is cut into calls.
 
-    The state carries over between calls, so a daemon feeds records as the tracker emits them and a file
-    is one long stream.
+    State: the connections still needed, one numpy row each (ROW_DTYPE): those in the time window and
+    those among the last ``host_window`` of their host or of their service. A group of n connections costs
+    a few sorts of n plus the remembered rows of the hosts and services it touches, no per-connection
+    Python loop.
     """
 
     def __init__(self, time_window: float = 2.0, host_window: int = 100, max_entries: int = 1_000_000) -> None:
@@ -106,89 +132,129 @@ class TrafficWindows:
         self.max_entries = int(max_entries)
         self.clock = float("-inf")  # latest end time seen
         self.forgotten = 0  # hosts/services dropped from the host-based windows to bound memory
-        # time window: entries (t, host, srv, err) and per-key [n, serror, rerror] / pair counts
-        self._recent: deque[tuple[float, Hashable, Hashable, int]] = deque()
-        self._t_host: dict[Hashable, list[int]] = {}
-        self._t_srv: dict[Hashable, list[int]] = {}
-        self._t_pair: dict[tuple[Hashable, Hashable], int] = {}
-        # host-based windows, in least-recently-used order (dicts keep insertion order)
-        self._by_host: dict[Hashable, _LastN] = {}
-        self._by_srv: dict[Hashable, _LastN] = {}
-        self._entries = 0
+        self.rows = np.zeros(0, ROW_DTYPE)  # in arrival order
+        self._seq = 0
+        self._ids: tuple[dict[Hashable, int], dict[Hashable, int]] = ({}, {})  # host, service -> id
+        self._next_id = 0
 
     def push(self, end_ts: float, dst_host: Hashable, srv: Hashable, src_port: int, err: int) -> tuple[float, ...]:
         """Add one connection (``err`` from ``error_class``) and return its features in TRAFFIC_FEATURES order."""
-        t = end_ts if end_ts > self.clock else self.clock
-        self.clock = t
-        time_feats = self._push_time(t, dst_host, srv, err)
-        host_feats = self._push_host(dst_host, srv, src_port, err)
-        return time_feats + host_feats
+        return tuple(self.push_many([end_ts], [dst_host], [srv], [src_port], [err])[0].tolist())
 
-    def _push_time(self, t: float, host: Hashable, srv: Hashable, err: int) -> tuple[float, ...]:
-        recent, by_host, by_srv, pairs = self._recent, self._t_host, self._t_srv, self._t_pair
-        horizon = t - self.time_window
-        while recent and recent[0][0] <= horizon:
-            _, old_h, old_s, old_err = recent.popleft()
-            for table, key in ((by_host, old_h), (by_srv, old_s)):
-                stats = table[key]
-                stats[0] -= 1
-                if old_err:
-                    stats[old_err] -= 1
-                if not stats[0]:
-                    del table[key]
-            _dec(pairs, (old_h, old_s))
-        recent.append((t, host, srv, err))
-        hs = by_host.get(host)
-        if hs is None:
-            hs = by_host[host] = [0, 0, 0]
-        ss = by_srv.get(srv)
-        if ss is None:
-            ss = by_srv[srv] = [0, 0, 0]
-        hs[0] += 1
-        ss[0] += 1
-        if err:
-            hs[err] += 1
-            ss[err] += 1
-        pair = pairs[(host, srv)] = pairs.get((host, srv), 0) + 1
-        count, srv_count = hs[0], ss[0]
-        return (
-            float(count), float(srv_count),
-            hs[SYN_ERROR] / count, ss[SYN_ERROR] / srv_count,
-            hs[REJ_ERROR] / count, ss[REJ_ERROR] / srv_count,
-            pair / count, (count - pair) / count,
-            (srv_count - pair) / srv_count,
-        )
-
-    def _history(self, table: dict[Hashable, _LastN], key: Hashable, n_values: int) -> _LastN:
-        window = table.pop(key, None)  # re-inserted below: moves the key to the most recent end
-        if window is None:
-            window = _LastN(n_values)
-        table[key] = window
-        return window
-
-    def _push_host(self, host: Hashable, srv: Hashable, src_port: int, err: int) -> tuple[float, ...]:
-        hw = self._history(self._by_host, host, 2)
-        sw = self._history(self._by_srv, srv, 1)
-        self._entries += hw.add((srv, src_port), err, self.host_window)
-        self._entries += sw.add((host,), err, self.host_window)
-        n_h, n_s = len(hw.items), len(sw.items)
-        same_srv = hw.tallies[0][srv]
-        features = (
-            float(n_h), float(n_s),
-            same_srv / n_h, (n_h - same_srv) / n_h,
-            hw.tallies[1][src_port] / n_h,
-            (n_s - sw.tallies[0][host]) / n_s,
-            hw.errors[SYN_ERROR] / n_h, sw.errors[SYN_ERROR] / n_s,
-            hw.errors[REJ_ERROR] / n_h, sw.errors[REJ_ERROR] / n_s,
-        )
-        if self._entries > self.max_entries:
+    def push_many(self, end_ts: Sequence[float], dst_hosts: Sequence[Hashable], srvs: Sequence[Hashable],
+                  src_ports: Sequence[int], errs: Sequence[int]) -> np.ndarray:
+        """Add connections in end order; returns their features, shape (n, 19), TRAFFIC_FEATURES order."""
+        n = len(end_ts)
+        if not n:
+            return np.zeros((0, len(TRAFFIC_FEATURES)))
+        new = np.zeros(n, ROW_DTYPE)
+        new["seq"] = np.arange(self._seq, self._seq + n)
+        self._seq += n
+        # a record ending before one already seen counts at the latest time seen (history is not rewritten)
+        new["t"] = np.maximum.accumulate(np.r_[self.clock, np.asarray(end_ts, dtype=np.float64)])[1:]
+        self.clock = float(new["t"][-1])
+        new["host"] = self._intern(0, dst_hosts)
+        new["srv"] = self._intern(1, srvs)
+        new["sport"] = src_ports
+        new["err"] = errs
+        new["hw"] = new["sw"] = True
+        old = self.rows
+        # only remembered rows of the hosts and services in this group can enter its features
+        sel = np.flatnonzero(np.isin(old["host"], new["host"]) | np.isin(old["srv"], new["srv"]))
+        rows = np.concatenate((old[sel], new))
+        feats = self._features(rows, len(sel))
+        # keep the host-based windows at their length, then drop rows no window needs any more
+        old["hw"][sel], old["sw"][sel] = rows["hw"][: len(sel)], rows["sw"][: len(sel)]
+        kept = np.concatenate((old, rows[len(sel):]))
+        self.rows = kept[kept["hw"] | kept["sw"] | (kept["t"] > self.clock - self.time_window)]
+        if np.count_nonzero(self.rows["hw"]) + np.count_nonzero(self.rows["sw"]) > self.max_entries:
             self._forget()
-        return features
+        self._drop_unused_ids()
+        return feats
+
+    def _features(self, rows: np.ndarray, first: int) -> np.ndarray:
+        """Features of ``rows[first:]`` given the earlier remembered rows; updates the hw/sw flags in place."""
+        m = len(rows)
+        q = np.arange(first, m)
+        serr = (rows["err"] == SYN_ERROR).astype(np.int64)
+        rerr = (rows["err"] == REJ_ERROR).astype(np.int64)
+        host, srv = _codes(rows["host"]), _codes(rows["srv"])
+        pair = _codes(host * (srv.max() + 1) + srv)
+        sport = _codes(rows["sport"])
+        host_port = _codes(host * (sport.max() + 1) + sport)
+        hq, sq, pq = host[q], srv[q], pair[q]
+        # time-based: positions lo..q hold the connections that ended in (t - time_window, t]
+        lo = np.searchsorted(rows["t"], rows["t"][first:] - self.time_window, "right")
+        by_host, by_srv, by_pair = _Groups(host, (serr, rerr)), _Groups(srv, (serr, rerr)), _Groups(pair)
+        a, b = by_host.span(hq, lo, q)
+        sa, sb = by_srv.span(sq, lo, q)
+        pa, pb = by_pair.span(pq, lo, q)
+        count, srv_count, same = b - a, sb - sa, pb - pa
+        time_feats = (count, srv_count, by_host.total(0, a, b) / count, by_srv.total(0, sa, sb) / srv_count,
+                      by_host.total(1, a, b) / count, by_srv.total(1, sa, sb) / srv_count,
+                      same / count, (count - same) / count, (srv_count - same) / srv_count)
+        # host-based: the last host_window rows of the host (service) still in its window
+        in_hw = _Groups(np.where(rows["hw"], host, -1), (serr, rerr))
+        in_sw = _Groups(np.where(rows["sw"], srv, -1), (serr, rerr))
+        zero = np.zeros_like(q)
+        a, b = in_hw.span(hq, zero, q)
+        n_h = np.minimum(b - a, self.host_window)
+        a = b - n_h
+        start_h = in_hw.key[a] - hq * m  # position of the oldest connection in the host window
+        sa, sb = in_sw.span(sq, zero, q)
+        n_s = np.minimum(sb - sa, self.host_window)
+        sa = sb - n_s
+        start_s = in_sw.key[sa] - sq * m
+        same_srv = by_pair.count(pq, start_h, q)
+        same_port = _Groups(host_port).count(host_port[q], start_h, q)
+        same_host = by_pair.count(pq, start_s, q)
+        host_feats = (n_h, n_s, same_srv / n_h, (n_h - same_srv) / n_h, same_port / n_h, (n_s - same_host) / n_s,
+                      in_hw.total(0, a, b) / n_h, in_sw.total(0, sa, sb) / n_s,
+                      in_hw.total(1, a, b) / n_h, in_sw.total(1, sa, sb) / n_s)
+        rows["hw"][in_hw.beyond_last(np.where(rows["hw"], host, -1), self.host_window)] = False
+        rows["sw"][in_sw.beyond_last(np.where(rows["sw"], srv, -1), self.host_window)] = False
+        return np.column_stack(time_feats + host_feats).astype(np.float64)
+
+    def _intern(self, which: int, keys: Sequence[Hashable]) -> list[int]:
+        """Integer ids for hosts (0) or services (1); ids are never reused, so remembered rows stay valid."""
+        ids = self._ids[which]
+        out = []
+        for key in keys:
+            i = ids.get(key)
+            if i is None:
+                i = ids[key] = self._next_id
+                self._next_id += 1
+            out.append(i)
+        return out
+
+    def _drop_unused_ids(self) -> None:
+        """Forget the ids of hosts and services no remembered row has (amortised: only when many are unused)."""
+        for which, column in ((0, "host"), (1, "srv")):
+            ids = self._ids[which]
+            if len(ids) > 1024 and len(ids) > 2 * len(self.rows):
+                live = set(np.unique(self.rows[column]).tolist())
+                for key in [k for k, v in ids.items() if v not in live]:
+                    del ids[key]
 
     def _forget(self) -> None:
-        """Drop least recently used hosts/services until the stored entries fit ``max_entries`` again."""
-        while self._entries > self.max_entries:
-            table = self._by_host if len(self._by_host) >= len(self._by_srv) else self._by_srv
-            key = next(iter(table))
-            self._entries -= len(table.pop(key).items)
+        """Drop least recently used hosts/services until the host-based windows hold ``max_entries`` again."""
+        rows = self.rows
+        lru = []
+        for column, flag in (("host", "hw"), ("srv", "sw")):
+            mine = rows[rows[flag]]
+            keys, last_pos = np.unique(mine[column][::-1], return_index=True)  # first from the end = latest
+            sizes = np.unique(mine[column], return_counts=True)[1]
+            by_age = np.argsort(len(mine) - 1 - last_pos, kind="stable")
+            lru.append(deque(zip(keys[by_age].tolist(), sizes[by_age].tolist())))
+        hosts, srvs = lru
+        entries = np.count_nonzero(rows["hw"]) + np.count_nonzero(rows["sw"])
+        dropped: tuple[list[int], list[int]] = ([], [])
+        while entries > self.max_entries:
+            which = 0 if len(hosts) >= len(srvs) else 1
+            key, size = (hosts, srvs)[which].popleft()
+            dropped[which].append(key)
+            entries -= size
             self.forgotten += 1
+        rows["hw"][np.isin(rows["host"], dropped[0])] = False
+        rows["sw"][np.isin(rows["srv"], dropped[1])] = False
+        self.rows = rows[rows["hw"] | rows["sw"] | (rows["t"] > self.clock - self.time_window)]

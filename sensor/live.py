@@ -106,7 +106,7 @@ class LiveSource:
 
     Opening needs CAP_NET_RAW. Use as a context manager (or call ``close()``); iterate once. Like
     ``FileSource``, rows are never dropped: frames not fully decoded keep their ``malformed`` code and are
-    counted in ``skips``.
+    counted in ``skips``. ``linktype`` is the LINKTYPE of the interface's frames (1 Ethernet, 101 raw IP).
     """
 
     def __init__(
@@ -273,7 +273,7 @@ class LiveSource:
         frame = hdr + self._ring16[(w + _HDR_MAC) * 2]  # tp_mac: frame start relative to its header
         caplen, wirelen = r32[w + _HDR_SNAPLEN], r32[w + _HDR_LEN]
         batch = decode_frames(self._ring, frame, caplen, wirelen, ts_ns, self.linktype)
-        # Most NICs (and veth) strip the outermost VLAN tag and report it beside the frame instead.
+        # The kernel (or the NIC) moves the outermost VLAN tag out of the frame before the tap: put it back.
         tagged = (r32[w + _HDR_STATUS] & TP_STATUS_VLAN_VALID) != 0
         if tagged.any():
             batch["vlan_id"][tagged] = r32[w[tagged] + _HDR_VLAN_TCI] & 0x0FFF
@@ -306,8 +306,7 @@ class LiveSource:
 
     def close(self) -> None:
         """Release the ring and the socket (the kernel leaves promiscuous mode); counters stay readable."""
-        if self._sock is not None and self._sock.fileno() >= 0:
-            self.kernel_stats()
+        self.kernel_stats()  # the last increment, while the socket is still open
         for name in ("_words", "_ring16", "_ring32", "_ring"):
             view = self.__dict__.pop(name, None)
             if isinstance(view, memoryview):
