@@ -163,6 +163,9 @@ def main() -> int:
             if r["drops"] or r["captured"] != r["sent"]:
                 break
             best = max(best, r["capture_pps"])
+        else:
+            if not rates[-1]:
+                print("no drops even with the sender flat out: the sender, not the capture, set the ceiling")
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     verdict = "met" if best >= 250_000 else "NOT met"
     print(f"highest lossless rate: {best:,.0f} pkts/s (target 250,000: {verdict}); "

@@ -35,8 +35,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from sensor.packets import (IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, PACKET_DTYPE,
-                            V4_MAPPED_LO_PREFIX, Malformed)
+from sensor.packets import (IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, PACKET_DTYPE, TUNNEL_GRE,
+                            TUNNEL_GTP, TUNNEL_IPIP, TUNNEL_VXLAN, UDP_TUNNELS, V4_MAPPED_LO_PREFIX, Malformed)
 
 ETH_IPV4, ETH_IPV6, ETH_ARP = 0x0800, 0x86DD, 0x0806
 ETH_VLAN, ETH_QINQ, ETH_QINQ_OLD = 0x8100, 0x88A8, 0x9100
@@ -45,6 +45,12 @@ PPP_IPV4, PPP_IPV6 = 0x0021, 0x0057
 
 MAX_ENCAP_LAYERS = 16  # VLAN + MPLS labels + PPPoE per frame; a deeper stack is hostile or broken
 MAX_EXT_HEADERS = 16  # IPv6 extension headers followed per packet
+MAX_TUNNEL_DEPTH = 2  # tunnels unwrapped per frame (Zeek's Tunnel::max_depth default)
+MAX_GTP_EXT_HEADERS = 8
+
+IPPROTO_IPIP, IPPROTO_IPV6, IPPROTO_GRE = 4, 41, 47
+GTP_U_PORT, VXLAN_PORT = 2152, 4789
+GRE_IPV4, GRE_IPV6, GRE_TEB, GRE_ERSPAN_1_2, GRE_ERSPAN_3, GRE_PPTP = 0x0800, 0x86DD, 0x6558, 0x88BE, 0x22EB, 0x880B
 
 # Link types (LINKTYPE_* values as stored in pcap/pcapng) -> short name used in statistics.
 LINKTYPE_NAMES: dict[int, str] = {
@@ -53,7 +59,9 @@ LINKTYPE_NAMES: dict[int, str] = {
     229: "ipv6", 276: "linux_sll2",
 }
 RAW_LINKTYPES = (12, 14, 101, 228, 229)
-LINKTYPE_PPP, LINKTYPE_C_HDLC = 9, 104
+LINKTYPE_ETHERNET, LINKTYPE_RAW, LINKTYPE_IPV4, LINKTYPE_IPV6 = 1, 101, 228, 229
+LINKTYPE_PPP, LINKTYPE_C_HDLC, LINKTYPE_802_11, LINKTYPE_RADIOTAP = 9, 104, 105, 127
+LLC_SNAP = np.array([0xAA, 0xAA, 0x03, 0, 0, 0], dtype=np.uint8)  # 802.2 SNAP, encapsulated-Ethernet OUI
 # BSD null/loop address families that mean IPv6 (Linux, NetBSD/OpenBSD, FreeBSD, Darwin).
 AF_INET = 2
 AF_INET6_VALUES = (10, 24, 28, 30)
@@ -134,6 +142,10 @@ class _Decoder:
             return rows
         if code == LINKTYPE_PPP:
             return self._ppp(rows)
+        if code == LINKTYPE_802_11:
+            return self._ieee802_11(rows, start)
+        if code == LINKTYPE_RADIOTAP:
+            return self._radiotap(rows)
         hlen = {1: 14, 113: 16, 276: 20, 0: 4, 108: 4, LINKTYPE_C_HDLC: 4}.get(code)
         if hlen is None:
             return self.fail(rows, np.ones(len(rows), bool), Malformed.UNKNOWN_LINKTYPE)
@@ -176,6 +188,46 @@ class _Decoder:
         self.etype[rows] = np.where(proto == PPP_IPV4, ETH_IPV4, np.where(proto == PPP_IPV6, ETH_IPV6, 0))
         self.pos[rows] = start + hlen
         return self.fail(rows, short, Malformed.TRUNCATED_LINK)
+
+    def _radiotap(self, rows: np.ndarray) -> np.ndarray:
+        """Radiotap: a little-endian header length at offset 2, then an 802.11 frame (as Zeek skips it)."""
+        rows = self.fail(rows, ~self.captured(rows, self.start[rows], 4), Malformed.TRUNCATED_LINK)
+        start = self.start[rows]
+        hlen = _take(self.buf, start + 2, 2)[:, ::-1].copy().view(">u2").ravel().astype(np.int64)
+        short = ~self.captured(rows, start, hlen + 1)
+        rows, start, hlen = self._keep(rows, short, Malformed.TRUNCATED_LINK, start, hlen)
+        return self._ieee802_11(rows, start + hlen)
+
+    def _ieee802_11(self, rows: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        """802.11 data frame with LLC/SNAP, with Zeek's rules.
+
+        Management/control frames, null-data subtypes, protected (encrypted) QoS data and A-MSDU aggregates
+        carry no IP we can read: NON_IP with ethertype 0. The header is 24 bytes, +6 with four addresses,
+        +2 for QoS data; then 802.2 LLC/SNAP (AA AA 03 00 00 00) and the EtherType.
+        """
+        buf = self.buf
+        short = ~self.captured(rows, pos, 25)  # Zeek wants more than the 24-byte minimal header
+        rows, pos = self.fail(rows, short, Malformed.TRUNCATED_LINK), pos[~short]
+        fc, fl = buf[pos].astype(np.int64), buf[pos + 1].astype(np.int64)
+        qos = ((fc >> 4) & 8) != 0
+        hlen = 24 + np.where((fl & 3) == 3, 6, 0)
+        data = (((fc >> 2) & 2) != 0) & (((fc >> 4) & 4) == 0)
+        short = data & ~self.captured(rows, pos, hlen + np.where(qos, 2, 0) + 8)
+        rows, pos, fc, fl, qos, hlen, data = self._keep(rows, short, Malformed.TRUNCATED_LINK,
+                                                         pos, fc, fl, qos, hlen, data)
+        amsdu = qos & ((buf[np.where(data & qos, pos + hlen, pos)] & 0x80) != 0)
+        hlen = hlen + np.where(qos, 2, 0)
+        data &= ~amsdu & ~(qos & ((fl & 0x40) != 0))
+        llc = _take(buf, np.where(data, pos + hlen, pos), 8)
+        snap = data & (llc[:, :6] == LLC_SNAP).all(axis=1)
+        self.etype[rows] = np.where(snap, _be(llc, 6, 2), 0)
+        self.pos[rows] = pos + hlen + 8
+        return rows
+
+    def _keep(self, rows: np.ndarray, bad: np.ndarray, reason: Malformed, *cols: np.ndarray):
+        """``fail`` plus the same selection applied to per-row companion arrays."""
+        rows = self.fail(rows, bad, reason)
+        return (rows, *(c[~bad] for c in cols))
 
     # ------------------------------------------------------------------------------------- encapsulations
     def encapsulations(self, rows: np.ndarray) -> np.ndarray:

@@ -53,6 +53,7 @@ PACKET_DTYPE = np.dtype(
         ("malformed", "u1"),  # Malformed reason code; 0 = decoded cleanly
         ("ethertype", "<u2"),  # innermost EtherType after VLAN/MPLS/PPPoE (0x0800, 0x86DD, 0x0806 ARP ...);
         # raw-IP/loopback links get the IP one; 0 for LLC frames, non-IP PPP or frames not decoded that far
+        ("tunnel", "u1"),  # TUNNEL_* bits of the tunnels this row's packet was unwrapped from (0: not tunneled)
     ]
 )
 
@@ -60,6 +61,17 @@ PACKET_DTYPE = np.dtype(
 TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK, TCP_URG, TCP_ECE, TCP_CWR, TCP_NS = (1 << i for i in range(9))
 
 IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMPV6 = 1, 6, 17, 58
+
+# Tunnel bits in ``tunnel``. As in Zeek, a GRE or IP-in-IP frame becomes one row for the *inner* packet
+# (the outer IP flow is not a connection), while a UDP tunnel (GTP-U, VXLAN) keeps its outer UDP row and
+# adds a row for the inner packet right after it: rows with a UDP-tunnel bit are extra rows, not frames.
+TUNNEL_GRE, TUNNEL_IPIP, TUNNEL_GTP, TUNNEL_VXLAN = 1, 2, 4, 8
+UDP_TUNNELS = TUNNEL_GTP | TUNNEL_VXLAN
+
+
+def frame_rows(batch: np.ndarray) -> np.ndarray:
+    """Boolean per row: the row is a captured frame (not an extra inner row of a UDP tunnel)."""
+    return (batch["tunnel"] & UDP_TUNNELS) == 0
 
 # IPv4-mapped IPv6 prefix in the high/low halves: hi == 0 and lo >> 32 == 0xFFFF.
 V4_MAPPED_LO_PREFIX = np.uint64(0xFFFF) << np.uint64(32)
@@ -69,7 +81,7 @@ class Malformed(enum.IntEnum):
     """Why a frame was not fully decoded. Counted per reason by every source and logged once per reason."""
 
     OK = 0
-    UNKNOWN_LINKTYPE = 1  # link type we do not decode (802.11, radiotap, ...): frame skipped
+    UNKNOWN_LINKTYPE = 1  # link type we do not decode (PPI, Prism, ...): frame skipped
     TRUNCATED_LINK = 2  # frame shorter than its link-layer header
     TRUNCATED_IP = 3  # IP header cut off or IHL/version invalid
     TRUNCATED_TRANSPORT = 4  # TCP/UDP/ICMP header cut off by the snap length

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from features.windows import (NO_ERROR, REJ_ERROR, SYN_ERROR, TRAFFIC_FEATURES, TrafficWindows,
@@ -90,11 +91,26 @@ def test_late_record_is_counted_at_the_latest_time_seen():
     assert w.clock == 5.0
 
 
-def test_expired_keys_leave_no_state_behind():
-    w = TrafficWindows(time_window=1.0)
+def test_state_keeps_only_rows_a_window_still_needs():
+    w = TrafficWindows(time_window=1.0, host_window=2)
     for i in range(50):
-        w.push(float(i), f"10.0.0.{i}", ("tcp", f"s{i}"), i, SYN_ERROR)
-    assert len(w._recent) == 1 and len(w._t_host) == 1 and len(w._t_srv) == 1 and len(w._t_pair) == 1
+        w.push(float(i), "A", HTTP, i, SYN_ERROR)
+    assert len(w.rows) == 2  # the last two of host A and of http: every older one is out of all windows
+
+
+def test_result_does_not_depend_on_how_the_stream_is_cut():
+    rng = np.random.default_rng(7)
+    n = 400
+    stream = (np.cumsum(rng.exponential(0.05, n)).tolist(), [f"h{k}" for k in rng.integers(0, 6, n)],
+              [("tcp", f"s{k}") for k in rng.integers(0, 4, n)], rng.integers(1000, 1004, n).tolist(),
+              rng.integers(0, 3, n).tolist())
+    whole = TrafficWindows(host_window=5).push_many(*stream)
+    cut = TrafficWindows(host_window=5)
+    bounds = [0, 1, 2, 50, 51, 230, n]
+    parts = [cut.push_many(*(col[a:b] for col in stream)) for a, b in zip(bounds, bounds[1:])]
+    assert np.array_equal(np.concatenate(parts), whole)
+    one_by_one = TrafficWindows(host_window=5)
+    assert np.array_equal(np.array([one_by_one.push(*row) for row in zip(*stream)]), whole)
 
 
 def test_memory_cap_forgets_least_recently_used_hosts():

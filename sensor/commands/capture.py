@@ -13,6 +13,11 @@ import json
 import signal
 import sys
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sensor.live import LiveSource
+    from sensor.stats import CaptureStats
 
 HELP = "capture live from an interface (AF_PACKET ring) and print a JSON summary with kernel drop counters"
 
@@ -84,7 +89,7 @@ def run(args: argparse.Namespace, cfg) -> int:
     return 0
 
 
-def _capture(source, stats, count: int | None, duration: float | None) -> None:
+def _capture(source: LiveSource, stats: CaptureStats, count: int | None, duration: float | None) -> None:
     """Feed batches to ``stats`` until the count is reached, the duration has passed, or a signal stops it."""
     deadline = time.monotonic() + duration if duration else None
     seen = 0
