@@ -30,7 +30,7 @@ sysdeps:
 	  done; \
 	fi
 
-test: venv
+test: venv sysdeps
 	$(BIN)/python -m pytest -q
 
 bench: venv

@@ -338,6 +338,10 @@ class TcpSession:
     def history_str(self) -> str:
         return "".join(self.history)
 
+    def sizes(self) -> tuple[int, int]:
+        """(orig, resp) payload bytes from sequence numbers."""
+        return self.orig.size(), self.resp.size()
+
     def conn_state(self) -> str:
         """main.zeek's conn_state() for TCP."""
         os_, rs = self.orig.state, self.resp.state
@@ -363,3 +367,48 @@ class TcpSession:
         if os_ == ESTABLISHED and rs == ESTABLISHED:
             return "S1"
         return "OTH"
+
+
+class SynAttempt:
+    """A TCP connection that so far is a single plain SYN without payload: what a
+    ``TcpSession`` would report for it, in one small object.
+
+    Why: in a SYN flood or scan almost every connection is exactly this, and most of a ``TcpSession``'s
+    cost (three objects, a history list, the per-packet state machine) and memory is wasted on it. The
+    tracker replaces it by the real session (``session()`` replays the SYN) when a second packet arrives.
+    """
+
+    __slots__ = ("flags", "seq", "ack", "win", "last_time", "attempt_deadline")
+    close_deadline = None
+    close_reset = False
+
+    def __init__(self, flags: int, seq: int, ack: int, win: int, t: int, attempt_timeout: int) -> None:
+        self.flags, self.seq, self.ack, self.win = flags, seq, ack, win
+        self.last_time = t
+        self.attempt_deadline = t + attempt_timeout
+
+    @staticmethod
+    def applies(flags: int, length: int) -> bool:
+        """A SYN without ACK/FIN/RST or payload: the session would only say 'S' (+ 'W'), SYN_SENT."""
+        return flags & (TCP_SYN | TCP_ACK | TCP_FIN | TCP_RST) == TCP_SYN and length == 0
+
+    def session(self) -> TcpSession:
+        tcp = TcpSession()
+        tcp.packet(True, self.flags, self.seq, self.ack, 0, self.win, self.last_time,
+                   self.attempt_deadline - self.last_time)
+        return tcp
+
+    @staticmethod
+    def in_attempt() -> bool:
+        return True
+
+    @staticmethod
+    def sizes() -> tuple[int, int]:
+        return 0, 0  # the SYN octet is not payload
+
+    def history_str(self) -> str:
+        return "S" if self.win else "SW"  # a zero window is counted once, at its first occurrence
+
+    @staticmethod
+    def conn_state() -> str:
+        return "S0"

@@ -36,11 +36,12 @@ from features.fragments import FragmentTracker
 from features.records import ConnectionRecord
 from features.tcp_runs import (MIN_RUN, RunSums, TcpColumns, apply_side, merge_history, open_session,
                                plain_run_ends, side_fits, side_run)
-from features.tcp_state import TcpSession
+from features.tcp_state import SynAttempt, TcpSession
 from sensor.packets import (IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_FIN,
                             TCP_RST, TCP_SYN, TCP_URG, Malformed)
 
 _NS = 1_000_000_000
+_NOTHING = (0, 0)
 _V4_PREFIX = 0xFFFF
 
 
@@ -71,18 +72,19 @@ class _Conn:
                  "first_ns", "last_ns", "o_pkts", "o_ip", "r_pkts", "r_ip", "o_pay", "r_pay", "urgent",
                  "wrong", "tcp", "hist", "heap_at", "alive", "period_ns", "reported")
 
-    def __init__(self, key: tuple, uid: str, proto: int, orig_is_a: bool, o: tuple, r: tuple, t: int) -> None:
+    def __init__(self, key: tuple, uid: str, proto: int, orig_is_a: bool, o: tuple, r: tuple, t: int,
+                 tcp: TcpSession | SynAttempt | None) -> None:
         self.key, self.uid, self.proto, self.orig_is_a = key, uid, proto, orig_is_a
         self.o_hi, self.o_lo, self.o_p = o
         self.r_hi, self.r_lo, self.r_p = r
         self.first_ns = self.last_ns = self.period_ns = t
         self.o_pkts = self.o_ip = self.r_pkts = self.r_ip = self.o_pay = self.r_pay = 0
         self.urgent = self.wrong = 0
-        self.tcp: TcpSession | None = TcpSession() if proto == IPPROTO_TCP else None
-        self.hist: list[str] = []  # UDP history letters (TCP keeps its own)
+        self.tcp = tcp  # None for UDP, ICMP and other protocols
+        self.hist: list[str] | None = None if tcp else []  # UDP history letters (TCP keeps its own)
         self.heap_at = math.inf
         self.alive = True
-        self.reported = (0, 0)  # payload bytes already reported in interim records (TCP sizes are cumulative)
+        self.reported = _NOTHING  # payload bytes already reported in interim records (TCP sizes are cumulative)
 
     def swap_roles(self) -> None:
         self.orig_is_a = not self.orig_is_a
@@ -260,13 +262,17 @@ class ConnectionTracker:
         if len(other_groups):
             self._track_other(s, from_a, wrong_s, sp[order], dp[order], starts, ends, keys, other_groups, out)
 
-    def _new_conn(self, key: tuple, from_a: bool, flip: bool, t: int, out: list[ConnectionRecord]) -> _Conn:
+    def _new_conn(self, key: tuple, from_a: bool, flip: bool, t: int, out: list[ConnectionRecord],
+                  tcp: TcpSession | SynAttempt | None = None) -> _Conn:
         if len(self._conns) >= self.settings.max_connections:
             self._evict(out)
         proto, ah, al, ap, bh, bl, bp = key
         orig_is_a = from_a != flip
         a, b = (ah, al, ap), (bh, bl, bp)
-        conn = _Conn(key, self._uids.next(), proto, orig_is_a, a if orig_is_a else b, b if orig_is_a else a, t)
+        if proto == IPPROTO_TCP and tcp is None:
+            tcp = TcpSession()
+        conn = _Conn(key, self._uids.next(), proto, orig_is_a, a if orig_is_a else b, b if orig_is_a else a, t,
+                     tcp)
         if flip:
             (conn.tcp.history if conn.tcp else conn.hist).append("^")
         self._conns[key] = conn
@@ -311,6 +317,17 @@ class ConnectionTracker:
         for g, n in zip(groups.tolist(), lens_g.tolist()):
             key = keys[g]
             conn = conns.get(key)
+            if conn is None:
+                if n == 1 and SynAttempt.applies(flags[j], plens[j]):  # flood/scan: one SYN
+                    conn = self._new_conn(key, fa[j], False, ts[j], out,
+                                          SynAttempt(flags[j], seqs[j], acks[j], wins[j], ts[j], attempt))
+                    conn.o_pkts, conn.o_ip = 1, iplens[j]
+                    conn.urgent, conn.wrong = flags[j] >> 5 & 1, int(wr[j])
+                    j += 1
+                    self._schedule(conn)
+                    continue
+            elif conn.tcp.__class__ is SynAttempt:
+                conn.tcp = conn.tcp.session()
             stop = j + n
             while j < stop:
                 e = run_end[j]
@@ -560,7 +577,7 @@ class ConnectionTracker:
         rec = self._record(conn, conn.period_ns, self._end_ns(conn))
         rec.extra["interim"] = "T"
         if conn.tcp is not None:
-            conn.reported = (conn.tcp.orig.size(), conn.tcp.resp.size())
+            conn.reported = conn.tcp.sizes()
         conn.o_pkts = conn.o_ip = conn.r_pkts = conn.r_ip = conn.o_pay = conn.r_pay = 0
         conn.urgent = conn.wrong = 0
         conn.period_ns = at
@@ -570,8 +587,8 @@ class ConnectionTracker:
     def _record(self, conn: _Conn, start_ns: int, end_ns: int) -> ConnectionRecord:
         tcp = conn.tcp
         if tcp is not None:
-            o_bytes = tcp.orig.size() - conn.reported[0]
-            r_bytes = tcp.resp.size() - conn.reported[1]
+            o_size, r_size = tcp.sizes()
+            o_bytes, r_bytes = o_size - conn.reported[0], r_size - conn.reported[1]
             state, history = tcp.conn_state(), tcp.history_str()
         else:
             o_bytes, r_bytes, history = conn.o_pay, conn.r_pay, "".join(conn.hist)

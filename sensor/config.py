@@ -30,6 +30,7 @@ class Option:
     max: float | None = None
     choices: tuple[Any, ...] | None = None
     nullable: bool = False
+    item_type: type | None = None  # for list options: the type every element must have
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -80,7 +81,8 @@ OPTIONS: tuple[Option, ...] = (
            "Cap on connections remembered for the host-based windows; least recently seen hosts and "
            "services are forgotten past it (bounded memory).", min=200000, max=100_000_000),
     # model
-    Option("model.encoder_layers", list, [64, 32], "Encoder layer widths; the decoder mirrors them."),
+    Option("model.encoder_layers", list, [64, 32], "Encoder layer widths; the decoder mirrors them.",
+           item_type=int),
     Option("model.bottleneck", int, 8, "Bottleneck width.", min=1, max=1024),
     Option("model.activation", str, "relu", "Hidden-layer activation.", choices=("relu", "tanh", "elu", "selu")),
     Option("model.dropout", float, 0.0, "Dropout rate after each hidden layer.", min=0.0, max=0.9),
@@ -103,7 +105,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("model.label_column", str, "label",
            "Column holding the label in labelled inputs; unlabelled input is taken as baseline."),
     Option("model.normal_labels", list, ["normal", "benign", "Benign"],
-           "Label values that count as normal traffic."),
+           "Label values that count as normal traffic.", item_type=str),
     Option("model.top_features", int, 3, "Features named in each score's explanation.", min=1, max=28),
 )
 
@@ -122,6 +124,10 @@ def _check_value(opt: Option, value: Any) -> Any:
         raise ConfigError(f"{opt.key}: expected {_type_name(opt)}, got a boolean")
     if not isinstance(value, types):
         raise ConfigError(f"{opt.key}: expected {_type_name(opt)}, got {type(value).__name__} {value!r}")
+    if opt.item_type is not None:
+        for i, item in enumerate(value):
+            if not isinstance(item, opt.item_type) or isinstance(item, bool):
+                raise ConfigError(f"{opt.key}[{i}]: expected {opt.item_type.__name__}, got {item!r}")
     if opt.choices is not None and value not in opt.choices:
         raise ConfigError(f"{opt.key}: {value!r} is not one of {', '.join(map(str, opt.choices))}")
     if opt.min is not None and value < opt.min:
@@ -206,6 +212,33 @@ def load(path: str | Path | None) -> Config:
     return from_mapping(tree, str(p))
 
 
+def render_markdown() -> str:
+    """The config reference as a Markdown table (embedded in the README; a test keeps them equal)."""
+    rows = ["| option | default | meaning |", "|---|---|---|"]
+    for o in OPTIONS:
+        rows.append(f"| `{o.key}` | `{_yaml_scalar(o.default)}` | {o.doc}{_bounds(o, ' (', ')')} |")
+    return "\n".join(rows) + "\n"
+
+
+def _yaml_scalar(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def _bounds(o: Option, before: str, after: str) -> str:
+    bounds = []
+    if o.choices:
+        bounds.append("one of " + ", ".join(map(str, o.choices)))
+    if o.min is not None:
+        bounds.append(f"min {_number(o.min)}")
+    if o.max is not None:
+        bounds.append(f"max {_number(o.max)}")
+    return f"{before}{'; '.join(bounds)}{after}" if bounds else ""
+
+
+def _number(x: float) -> str:
+    return f"{int(x):,}" if float(x).is_integer() else f"{x:g}"
+
+
 def render_defaults() -> str:
     """The default config as commented YAML: every option with its documentation (deploy/netwarden.yaml)."""
     lines = ["# netwarden configuration. Every option, its default and its meaning.", ""]
@@ -215,13 +248,6 @@ def render_defaults() -> str:
         if sec != section:
             lines.append(f"{sec}:")
             section = sec
-        bounds = []
-        if o.choices:
-            bounds.append("one of " + ", ".join(map(str, o.choices)))
-        if o.min is not None:
-            bounds.append(f"min {o.min}")
-        if o.max is not None:
-            bounds.append(f"max {o.max}")
-        lines.append(f"  # {o.doc}" + (f" ({'; '.join(bounds)})" if bounds else ""))
-        lines.append(f"  {name}: {yaml.safe_dump(o.default, default_flow_style=True).strip().removesuffix('...').strip()}")
+        lines.append(f"  # {o.doc}{_bounds(o, ' (', ')')}")
+        lines.append(f"  {name}: {_yaml_scalar(o.default)}")
     return "\n".join(lines) + "\n"

@@ -107,6 +107,8 @@ class _Decoder:
         self.out = {name: np.zeros(n, PACKET_DTYPE[name]) for name in DECODED_FIELDS}
         self.pos = start.copy()  # per row: where the next header starts
         self.etype = np.zeros(n, dtype=np.int64)  # per row: EtherType of the next header
+        self.l4pos = np.full(n, -1, dtype=np.int64)  # per row: where the transport header starts (-1: none)
+        self.l4len = np.zeros(n, dtype=np.int64)  # per row: IP payload length from there
 
     def fail(self, rows: np.ndarray, bad: np.ndarray, reason: Malformed) -> np.ndarray:
         """Mark ``rows[bad]`` with ``reason``; return the rows that go on."""
@@ -417,6 +419,7 @@ class _Decoder:
         is_udp = proto == IPPROTO_UDP
         is_icmp = ((proto == IPPROTO_ICMP) & (version == 4)) | ((proto == IPPROTO_ICMPV6) & (version == 6))
         other = ~(is_tcp | is_udp | is_icmp)
+        self.l4pos[rows], self.l4len[rows] = pos, l4_len
         out["payload_len"][rows[other]] = l4_len[other]
         self._tcp(rows[is_tcp], pos[is_tcp], l4_len[is_tcp])
         self._udp(rows[is_udp], pos[is_udp], l4_len[is_udp])
@@ -455,6 +458,147 @@ class _Decoder:
         self.out["icmp_code"][rows] = h[:, 1]
         self.out["payload_len"][rows] = l4_len - 8
 
+    # ------------------------------------------------------------------------------------------- tunnels
+    def tunnels(self):
+        """Rows carrying a tunnel Zeek unwraps, as (rows, inner start, inner captured end, inner wire end,
+        inner link type, TUNNEL_* kind), or None. The inner packet is decoded like a frame of that link type.
+        """
+        out = self.out
+        proto = out["proto"]
+        sport, dport = out["sport"], out["dport"]
+        udp_port = (sport == GTP_U_PORT) | (dport == GTP_U_PORT) | (sport == VXLAN_PORT) | (dport == VXLAN_PORT)
+        cand = ((proto == IPPROTO_GRE) | (proto == IPPROTO_IPIP) | (proto == IPPROTO_IPV6) |
+                ((proto == IPPROTO_UDP) & udp_port)) & (out["malformed"] == 0) & (self.l4pos >= 0)
+        if not cand.any():
+            return None
+        rows = np.flatnonzero(cand)
+        proto, pos, length = proto[rows], self.l4pos[rows], self.l4len[rows]
+        found = []  # (rows, inner offset from pos, inner link, kind)
+        ipip = (proto == IPPROTO_IPIP) | (proto == IPPROTO_IPV6)
+        found.append((rows[ipip], np.zeros(ipip.sum(), np.int64),
+                      np.where(proto[ipip] == IPPROTO_IPIP, LINKTYPE_IPV4, LINKTYPE_IPV6), TUNNEL_IPIP))
+        gre = proto == IPPROTO_GRE
+        found.append((*self._gre(rows[gre], pos[gre], length[gre]), TUNNEL_GRE))
+        udp = proto == IPPROTO_UDP
+        r, p, ln, dp = rows[udp], pos[udp] + 8, length[udp] - 8, dport[rows[udp]]
+        gtp = (dp == GTP_U_PORT) | ((sport[r] == GTP_U_PORT) & (dp != VXLAN_PORT))
+        found.append((*self._gtp(r[gtp], p[gtp], ln[gtp]), TUNNEL_GTP))
+        found.append((*self._vxlan(r[~gtp], p[~gtp], ln[~gtp]), TUNNEL_VXLAN))
+        rows = np.concatenate([f[0] for f in found])
+        if not len(rows):
+            return None
+        skip = np.concatenate([f[1] for f in found])
+        link = np.concatenate([f[2] for f in found]).astype(np.int64)
+        kind = np.concatenate([np.full(len(f[0]), f[3], np.int64) for f in found])
+        if IPPROTO_UDP in proto:  # UDP rows: the tunnel starts after the 8-byte UDP header
+            skip = skip + np.where(out["proto"][rows] == IPPROTO_UDP, 8, 0)
+        start = self.l4pos[rows] + skip
+        payload_end = self.l4pos[rows] + self.l4len[rows]
+        # A first fragment holds only the start of the inner packet: its lengths cannot be checked here.
+        frag = out["is_fragment"][rows] != 0
+        wire_end = np.where(frag, start + 0xFFFF, payload_end)
+        end = np.minimum(self.end[rows], np.where(frag, self.end[rows], payload_end))
+        return rows, start, end, wire_end, link, kind
+
+    def _gre(self, rows, pos, length):
+        """GRE as Zeek reads it: version 0 with IPv4/IPv6, transparent Ethernet bridging or ERSPAN I/II/III
+        payloads, version 1 (PPTP) with a PPP-framed IP payload. Returns (rows, payload offset, link).
+
+        A GRE header cut off makes the row TRUNCATED_TRANSPORT (Zeek logs nothing for it); a GRE variant
+        Zeek does not unwrap (routing, unknown flags or payload types) leaves the outer row as it is.
+        """
+        short = ~self.captured(rows, pos, 4) | (length < 4)
+        rows, pos, length = self._keep(rows, short, Malformed.TRUNCATED_TRANSPORT, pos, length)
+        h = _take(self.buf, pos, 4)
+        flags, ptype = _be(h, 0, 2).astype(np.int64), _be(h, 2, 2).astype(np.int64)
+        ver = flags & 7
+        glen = 4 + 4 * (((flags >> 15) & 1) + ((flags >> 13) & 1) + ((flags >> 12) & 1) + ((flags >> 7) & 1))
+        v0 = (ver == 0) & ((flags & 0x4078) == 0)
+        link = np.full(len(rows), -1, np.int64)
+        skip = glen.copy()
+        link[v0 & ((ptype == GRE_IPV4) | (ptype == GRE_IPV6))] = LINKTYPE_RAW
+        link[v0 & (ptype == GRE_TEB)] = LINKTYPE_ETHERNET
+        erspan = v0 & (ptype == GRE_ERSPAN_1_2)
+        link[erspan] = LINKTYPE_ETHERNET
+        skip[erspan & ((flags & 0x1000) != 0)] += 8  # type II has an 8-byte ERSPAN header, type I none
+        erspan3 = v0 & (ptype == GRE_ERSPAN_3) & self.captured(rows, pos, glen + 12)
+        if erspan3.any():
+            opt = self.buf[np.where(erspan3, pos + glen + 11, pos)] & 1  # optional 8-byte subheader
+            link[erspan3] = LINKTYPE_ETHERNET
+            skip[erspan3] += 12 + 8 * opt[erspan3].astype(np.int64)
+        pptp = (ver == 1) & ((flags & 0x4078) == 0) & (ptype == GRE_PPTP) & self.captured(rows, pos, glen + 4)
+        if pptp.any():  # a 4-byte PPP header (address, control, protocol) precedes the IP packet
+            at = np.where(pptp, pos + glen + 2, pos)
+            ppp = _take(self.buf, at, 2)
+            ppp = _be(ppp, 0, 2).astype(np.int64)
+            link[pptp & (ppp == PPP_IPV4)] = LINKTYPE_IPV4
+            link[pptp & (ppp == PPP_IPV6)] = LINKTYPE_IPV6
+            skip[pptp] += 4
+        ok = (link >= 0) & (skip < length)
+        return rows[ok], skip[ok], link[ok]
+
+    def _gtp(self, rows, pos, length):
+        """GTPv1-U T-PDU (version 1, protocol type GTP, message 0xFF) carrying IPv4/IPv6, as Zeek unwraps it:
+        8-byte header, +4 when any of E/S/PN is set, then the extension-header chain."""
+        ok = self.captured(rows, pos, 12) & (length >= 12)
+        rows, pos, length = rows[ok], pos[ok], length[ok]
+        h = _take(self.buf, pos, 12)
+        flags = h[:, 0].astype(np.int64)
+        ok = ((flags >> 5) == 1) & ((flags & 0x10) != 0) & (h[:, 1] == 0xFF)
+        hlen = 8 + np.where(flags & 7, 4, 0)
+        nxt = np.where(flags & 4, h[:, 11], 0).astype(np.int64)
+        for _ in range(MAX_GTP_EXT_HEADERS):
+            more = ok & (nxt != 0)
+            if not more.any():
+                break
+            ok &= ~more | self.captured(rows, pos, hlen + 1)
+            more &= ok
+            units = self.buf[np.where(more, pos + hlen, pos)].astype(np.int64)
+            ok &= ~more | (units > 0)
+            more &= ok
+            hlen = np.where(more, hlen + 4 * units, hlen)
+            ok &= ~more | self.captured(rows, pos, hlen)
+            more &= ok
+            nxt = np.where(more, self.buf[np.where(more, pos + hlen - 1, pos)], nxt)
+        ok &= (nxt == 0) & (hlen < length) & self.captured(rows, pos, hlen + 1)
+        nib = self.buf[np.where(ok, pos + hlen, pos)] >> 4
+        ok &= (nib == 4) | (nib == 6)  # Zeek: "Invalid IP version in wrapped packet" -> not unwrapped
+        return rows[ok], hlen[ok], np.full(int(ok.sum()), LINKTYPE_RAW, np.int64)
+
+    def _vxlan(self, rows, pos, length):
+        """VXLAN: 8-byte header with the I (valid VNI) flag, then an Ethernet frame."""
+        ok = self.captured(rows, pos, 8) & (length > 8)
+        ok[ok] = (self.buf[pos[ok]] & 0x08) != 0
+        n = int(ok.sum())
+        return rows[ok], np.full(n, 8, np.int64), np.full(n, LINKTYPE_ETHERNET, np.int64)
+
+
+def _decode(buf: np.ndarray, start: np.ndarray, end: np.ndarray, wire_end: np.ndarray, linktypes: np.ndarray,
+            depth: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Decode frames (and, recursively, the tunnels inside them) into columns plus, per output row, the index
+    of the input frame it came from (non-decreasing)."""
+    n = len(start)
+    dec = _Decoder(buf, n, start, end, wire_end)
+    rows = dec.link_layer(linktypes)
+    rows = dec.encapsulations(rows)
+    dec.transport(*dec.ip(rows))
+    cols, src = dec.out, np.arange(n)
+    found = dec.tunnels() if depth < MAX_TUNNEL_DEPTH else None
+    if found is None:
+        return cols, src
+    outer, istart, iend, iwire, ilink, kind = found
+    inner, isrc = _decode(buf, istart, iend, iwire, ilink, depth + 1)
+    frame = outer[isrc]
+    inner["tunnel"] |= kind[isrc].astype(np.uint8)
+    outer_vlan = cols["vlan_id"][frame]
+    inner["vlan_id"] = np.where(outer_vlan != 0, outer_vlan, inner["vlan_id"])
+    keep = np.ones(n, dtype=bool)
+    keep[outer[(kind & UDP_TUNNELS) == 0]] = False  # GRE/IP-in-IP: the inner packet replaces the outer row
+    kept = np.flatnonzero(keep)
+    src = np.concatenate([kept, frame])
+    order = np.argsort(src, kind="stable")  # each inner row right after (or instead of) its frame's row
+    return {name: np.concatenate([col[kept], inner[name]])[order] for name, col in cols.items()}, src[order]
+
 
 def decode_frames(buf: np.ndarray, offsets: np.ndarray, caplens: np.ndarray, wirelens: np.ndarray,
                   ts_ns: np.ndarray, linktypes: np.ndarray | int, link_ids: np.ndarray | int = 0) -> np.ndarray:
@@ -480,10 +624,9 @@ def decode_frames(buf: np.ndarray, offsets: np.ndarray, caplens: np.ndarray, wir
     start = np.clip(np.asarray(offsets, dtype=np.int64), 0, len(buf))
     end = np.minimum(start + np.asarray(caplens, dtype=np.int64), len(buf))
     wire_end = start + np.asarray(wirelens, dtype=np.int64)
-    dec = _Decoder(buf, n, start, end, wire_end)
-    rows = dec.link_layer(out["linktype"])
-    rows = dec.encapsulations(rows)
-    dec.transport(*dec.ip(rows))
-    for name, column in dec.out.items():
+    cols, src = _decode(buf, start, end, wire_end, out["linktype"], 0)
+    if len(src) != n:  # UDP tunnels added inner rows: they repeat their frame's capture fields
+        out = out[src]
+    for name, column in cols.items():
         out[name] = column
     return out

@@ -13,19 +13,18 @@
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import os
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 
 from features.records import ConnectionRecord
-from features.schema import CATEGORICAL_VOCABULARIES, FEATURE_NAMES
+from features.schema import CATEGORICAL_VOCABULARIES, FEATURE_DTYPE, FEATURE_NAMES
 from features.table import FeatureTable
 from features.zeeklog import write_conn_json, write_conn_log
 
@@ -44,17 +43,36 @@ def _fixed(x: float) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
+def _rate(x: float) -> str:
+    return "%.6g" % x
+
+
+def _formatted(values: np.ndarray, fmt: Callable[[Any], str]) -> list[str]:
+    """``fmt`` of every value, formatting each distinct value once (rates, counts and flags repeat a lot,
+    so this is a sort instead of a Python call per cell)."""
+    if len(values) == 0:
+        return []
+    distinct, index = np.unique(values, return_inverse=True)
+    texts = np.array([fmt(v) for v in distinct.tolist()], dtype=object)
+    return texts[index.reshape(-1)].tolist()
+
+
+def _quoted(text: str) -> str:
+    """A free-text cell (label, file name) as the csv module writes it: quoted only where it must be."""
+    if any(c in text for c in ',"\r\n'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
 def _column_text(table: FeatureTable, name: str) -> list[str]:
     """One feature column as text: names for categoricals, integers, rates to 6 significant digits."""
     values = table.features[name]
     if name in CATEGORICAL_VOCABULARIES:
-        vocab = CATEGORICAL_VOCABULARIES[name]
-        return [vocab[c] if c >= 0 else "unknown" for c in values.tolist()]
+        names = np.array(CATEGORICAL_VOCABULARIES[name] + ("unknown",), dtype=object)  # code -1: the last
+        return names[values].tolist()
     if name in INTEGER_FEATURES:
-        return [str(v) for v in values.astype(np.int64).tolist()]
-    if name == "duration":
-        return [_fixed(v) for v in values.tolist()]
-    return ["%.6g" % v for v in values.tolist()]
+        return _formatted(values.astype(np.int64), str)
+    return _formatted(values, _fixed if name == "duration" else _rate)
 
 
 def _feature_columns(table: FeatureTable) -> list[list[str]]:
@@ -66,34 +84,48 @@ def _id_columns(table: FeatureTable) -> list[str]:
 
 
 def _cell(value: object) -> str:
-    return _fixed(value) if isinstance(value, float) else str(value)
+    return _fixed(value) if isinstance(value, float) else _quoted(str(value))
+
+
+def _label_column(table: FeatureTable) -> list[str]:
+    return [_quoted(str(v)) for v in table.labels]
 
 
 def _write_rows(fh: IO[str], cols: list[list[str]]) -> None:
-    csv.writer(fh, lineterminator="\n").writerows(zip(*cols))
+    if cols and cols[0]:
+        fh.write("\n".join(map(",".join, zip(*cols))) + "\n")
 
 
 def write_kdd(table: FeatureTable, fh: IO[str]) -> None:
     cols = _feature_columns(table)
-    ends = table.features["duration"]
-    extra: list[list[str]] = []
+    n = len(table)
     for key in ("orig_h", "orig_p", "resp_h", "resp_p"):
-        extra.append([str(i.get(key, "")) for i in table.ids] if table.ids else [""] * len(table))
-    extra.append([_fixed(float(i["ts"]) + float(d)) if "ts" in i else ""
-                  for i, d in zip(table.ids, ends.tolist())] if table.ids else [""] * len(table))
-    cols += extra
+        cols.append([_quoted(str(i.get(key, ""))) for i in table.ids] if table.ids else [""] * n)
+    if table.ids and all("ts" in i for i in table.ids):
+        ends = np.array([i["ts"] for i in table.ids], dtype=np.float64) + table.features["duration"]
+        cols.append(_formatted(ends, _fixed))
+    else:
+        cols.append([_fixed(float(i["ts"]) + float(d)) if "ts" in i else ""
+                     for i, d in zip(table.ids, table.features["duration"].tolist())] if table.ids else [""] * n)
     if table.labels is not None:
-        cols.append([str(v) for v in table.labels])
+        cols.append(_label_column(table))
     _write_rows(fh, cols)
 
 
-def write_csv(table: FeatureTable, fh: IO[str]) -> None:
-    id_names = _id_columns(table)
-    header = id_names + list(FEATURE_NAMES) + (["label"] if table.labels is not None else [])
-    fh.write(",".join(header) + "\n")
-    cols = [[_cell(i[k]) for i in table.ids] for k in id_names] + _feature_columns(table)
-    if table.labels is not None:
-        cols.append([str(v) for v in table.labels])
+def _csv_header(table: FeatureTable) -> tuple[list[str], bool]:
+    """The id columns and whether there is a label column, as the first rows show them."""
+    return _id_columns(table), table.labels is not None
+
+
+def write_csv(table: FeatureTable, fh: IO[str], header: tuple[list[str], bool] | None = None) -> None:
+    """Rows with a header line; with ``header`` (from an earlier chunk) the rows only, in its columns."""
+    id_names, labelled = header or _csv_header(table)
+    if header is None:
+        fh.write(",".join(id_names + list(FEATURE_NAMES) + (["label"] if labelled else [])) + "\n")
+    cols = [[_cell(i.get(k, "")) for i in table.ids] if table.ids else [""] * len(table) for k in id_names]
+    cols += _feature_columns(table)
+    if labelled:
+        cols.append(_label_column(table) if table.labels is not None else [""] * len(table))
     _write_rows(fh, cols)
 
 
@@ -115,20 +147,48 @@ def write_jsonl(table: FeatureTable, fh: IO[str]) -> None:
         fh.write(json.dumps(obj, separators=(",", ":")) + "\n")
 
 
-_TABLE_WRITERS: dict[str, Callable[[FeatureTable, IO[str]], None]] = {
-    "kdd": write_kdd, "csv": write_csv, "jsonl": write_jsonl,
-}
+class Writer:
+    """Writes chunks of rows (and their records) in one format as they come; ``close`` at the end.
+
+    kdd, csv and jsonl stream: each chunk is written at once (csv takes its header from the first chunk).
+    zeek and zeek-json keep the records until ``close``: a conn.log header names every column up front,
+    and the extra input columns (``label`` ...) are only known once every record was read.
+    """
+
+    def __init__(self, fmt: str, fh: IO[str]) -> None:
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown format {fmt!r}")
+        self.fmt, self.fh = fmt, fh
+        self._csv_header: tuple[list[str], bool] | None = None
+        self._records: list[ConnectionRecord] = []
+        self._features: list[np.ndarray] = []
+
+    def write(self, table: FeatureTable, records: list[ConnectionRecord] | None) -> None:
+        if self.fmt in RECORD_FORMATS:
+            if records is None:
+                raise ValueError(f"--format {self.fmt} needs connection records (pcap or conn.log input)")
+            self._records.extend(records)
+            self._features.append(table.features)
+        elif self.fmt == "csv":
+            write_csv(table, self.fh, self._csv_header)
+            self._csv_header = self._csv_header or _csv_header(table)
+        else:
+            (write_kdd if self.fmt == "kdd" else write_jsonl)(table, self.fh)
+
+    def close(self) -> None:
+        if self.fmt in RECORD_FORMATS:
+            writer = write_conn_log if self.fmt == "zeek" else write_conn_json
+            features = np.concatenate(self._features) if self._features else np.zeros(0, FEATURE_DTYPE)
+            writer(self._records, self.fh, features)
+        elif self.fmt == "csv" and self._csv_header is None:
+            write_csv(FeatureTable(np.zeros(0, FEATURE_DTYPE)), self.fh)  # no rows: the header alone
 
 
 def write(fmt: str, table: FeatureTable, records: list[ConnectionRecord] | None, fh: IO[str]) -> None:
     """Write ``table`` (and, for the conn.log formats, its aligned ``records``) in format ``fmt``."""
-    if fmt in RECORD_FORMATS:
-        if records is None:
-            raise ValueError(f"--format {fmt} needs connection records (pcap or conn.log input)")
-        writer = write_conn_log if fmt == "zeek" else write_conn_json
-        writer(records, fh, table.features)
-    else:
-        _TABLE_WRITERS[fmt](table, fh)
+    writer = Writer(fmt, fh)
+    writer.write(table, records)
+    writer.close()
 
 
 @contextlib.contextmanager

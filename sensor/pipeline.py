@@ -4,14 +4,22 @@ Inputs are recognised by content, never by file name: a pcap/pcapng (also gzip-c
 number, a Zeek conn.log by its ``#separator`` header or JSON lines with ``id.orig_h``, an NSL-KDD/KDD'99
 file by its comma-separated rows of 42 or 43 columns with a protocol name in the second. Each input gets
 fresh traffic windows: separate files are separate observation periods.
+
+Streaming: ``iter_input`` yields an input's rows chunk by chunk as the tracker (or the conn.log reader)
+emits connections, so memory stays flat with the input's size; ``load_input`` is the whole input at once.
+Rows come in the order connections were emitted (a capture: as the tracker finished them, then those still
+open at the end in start order; a conn.log: its line order), the same order either way.
 """
 
 from __future__ import annotations
 
 import gzip
+import math
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 from features.records import ConnectionRecord
@@ -27,6 +35,7 @@ CAPTURE_MAGICS = (
 )
 PCAP_RECORD_HEADER = 16
 _SNIFF_BYTES = 65536
+CONN_LOG_CHUNK = 16384  # conn.log records per chunk when streaming
 
 
 class InputError(Exception):
@@ -104,33 +113,48 @@ class Progress:
             sys.stderr.flush()
 
 
-def records_from_capture(path: str | Path, cfg) -> list[ConnectionRecord]:
-    """Connection records of a capture file: read, decode, track; flushed at the end of the file."""
+def _horizon(settings) -> float:
+    """Seconds a connection can stay open after its last packet: no record emitted later ends earlier than
+    the latest packet time minus this (every timer of the tracker is at most this long)."""
+    return max(settings.tcp_inactivity_timeout, settings.udp_inactivity_timeout,
+               settings.icmp_inactivity_timeout, settings.tcp_attempt_timeout, settings.tcp_close_linger,
+               settings.tcp_reset_linger)
+
+
+def _capture_records(path: Path, cfg) -> Iterator[tuple[list[ConnectionRecord], float]]:
+    """Read, decode, track: the records of each batch with the watermark after it, then the flushed rest."""
     from features.tracker import ConnectionTracker, TrackerSettings
     from sensor.sources import CaptureError, open_source
 
-    path = Path(path)
     try:
         source = open_source(path, cfg["reader.batch_size"])
     except CaptureError as exc:
         raise InputError(str(exc)) from None
-    tracker = ConnectionTracker(TrackerSettings.from_config(cfg.section("tracker")))
+    settings = TrackerSettings.from_config(cfg.section("tracker"))
+    tracker = ConnectionTracker(settings)
+    horizon = _horizon(settings)
     compressed = _head_is_gzip(path)
     progress = Progress(f"reading {path.name}", None if compressed else path.stat().st_size)
-    records: list[ConnectionRecord] = []
-    done, packets = 24, 0
+    done, packets, latest = 24, 0, -math.inf
     try:
         for batch in source:
-            records.extend(tracker.process(batch))
+            if len(batch):
+                latest = max(latest, int(batch["ts_ns"].max()) / 1e9)
+            records = tracker.process(batch)
             packets += len(batch)
             done += int(batch["caplen"].sum()) + PCAP_RECORD_HEADER * len(batch)
             progress.update(done, packets)
+            yield records, latest - horizon
     except CaptureError as exc:
         raise InputError(str(exc)) from None
     finally:
         progress.close()
-    records.extend(tracker.flush())
-    return records
+    yield tracker.flush(), math.inf
+
+
+def records_from_capture(path: str | Path, cfg) -> list[ConnectionRecord]:
+    """Connection records of a capture file: read, decode, track; flushed at the end of the file."""
+    return [r for records, _ in _capture_records(Path(path), cfg) for r in records]
 
 
 def _head_is_gzip(path: Path) -> bool:
@@ -138,31 +162,62 @@ def _head_is_gzip(path: Path) -> bool:
         return fh.read(2) == b"\x1f\x8b"
 
 
-def records_from_conn_log(path: str | Path) -> list[ConnectionRecord]:
-    from features.zeeklog import ConnLogError, read_conn_log
+def _conn_log_records(path: Path) -> Iterator[tuple[list[ConnectionRecord], float]]:
+    """conn.log records in chunks, each with its watermark: Zeek writes a connection when it is removed
+    (at most one timeout after its last packet) and logs sorted by start time only get later starts, so no
+    later line ends before the latest start seen minus the longest timeout."""
+    from features.tracker import TrackerSettings
+    from features.zeeklog import ConnLogError, iter_conn_log
 
+    horizon = _horizon(TrackerSettings())
     skips = SkipCounter("sensor.pipeline", "conn.log lines")
+    lines = iter_conn_log(path, lambda reason, line: skips.add(reason, file=str(path), line=line))
+    latest = -math.inf
     try:
-        return read_conn_log(path, lambda reason, line: skips.add(reason, file=str(path), line=line))
+        while chunk := list(islice(lines, CONN_LOG_CHUNK)):
+            latest = max(latest, max(r.ts for r in chunk))
+            yield chunk, latest - horizon
     except ConnLogError as exc:
         raise InputError(str(exc)) from None
+    yield [], math.inf
 
 
-def load_input(path: str | Path, cfg) -> InputData:
-    """Feature table (and records, where there are any) of one input file of any supported kind."""
+def records_from_conn_log(path: str | Path) -> list[ConnectionRecord]:
+    return [r for records, _ in _conn_log_records(Path(path)) for r in records]
+
+
+def iter_input(path: str | Path, cfg) -> Iterator[InputData]:
+    """One input file of any supported kind, as chunks of feature rows (and their records, where there are
+    any), in emission order; chunks are never empty."""
     kind = detect_input(path)
     if kind == "kdd":
         from features.datasets import DatasetError, load_kdd_file
 
         try:
-            return InputData(load_kdd_file(path), None)
+            table = load_kdd_file(path)
         except DatasetError as exc:
             raise InputError(str(exc)) from None
-    records = records_from_capture(path, cfg) if kind == "capture" else records_from_conn_log(path)
-    table = FeatureBuilder.from_config(cfg).add(records, source=str(path))
+        if len(table):
+            yield InputData(table, None)
+        return
+    path = Path(path)
+    builder = FeatureBuilder.from_config(cfg)
+    chunks = _capture_records(path, cfg) if kind == "capture" else _conn_log_records(path)
+    held: list[ConnectionRecord] = []  # records whose rows the builder has not returned yet
+    for records, watermark in chunks:
+        held.extend(records)
+        table = builder.feed(records, watermark, source=str(path))
+        if len(table):
+            out, held = held[: len(table)], held[len(table):]
+            yield InputData(table, out)
+
+
+def load_input(path: str | Path, cfg) -> InputData:
+    """Feature table (and records, where there are any) of one whole input file of any supported kind."""
+    parts = list(iter_input(path, cfg))
+    if len(parts) == 1:
+        return parts[0]
+    table = FeatureTable.concat([p.table for p in parts])
+    table.source = str(path)
+    records = None if any(p.records is None for p in parts) else [r for p in parts for r in p.records]
     return InputData(table, records)
-
-
-def feature_table_from_inputs(paths: list[str | Path], cfg) -> FeatureTable:
-    """The rows of every input, in order (labels kept only if every input is labelled)."""
-    return FeatureTable.concat([load_input(p, cfg).table for p in paths])

@@ -62,3 +62,18 @@ def test_check_config_cli_exit_codes(tmp_path):
     assert "not valid YAML" in res.stderr and "Traceback" not in res.stderr
     res = _cli("check-config", "--config", str(tmp_path / "missing.yaml"))
     assert res.returncode == 2 and "cannot read config" in res.stderr
+
+
+def test_list_options_check_their_elements():
+    with pytest.raises(config.ConfigError, match=r"model.encoder_layers\[1\]: expected int"):
+        config.from_mapping({"model": {"encoder_layers": [32, "wide"]}})
+    assert config.from_mapping({"model": {"encoder_layers": [16, 8]}})["model.encoder_layers"] == [16, 8]
+
+
+def test_readme_config_reference_is_current():
+    from tests.conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("<!-- config-reference:start -->\n") + len("<!-- config-reference:start -->\n")
+    end = readme.index("<!-- config-reference:end -->")
+    assert readme[start:end] == config.render_markdown(), "regenerate: netwarden check-config --print-reference"

@@ -57,10 +57,10 @@ def test_counts_and_time_span(tmp_path):
 
 
 def test_unknown_link_types_are_counted_by_name_and_skip(tmp_path):
-    ng = PcapNg().interface(127).interface(1).epb(0, 1, b"\0" * 30).epb(1, 2, FRAMES[0])
+    ng = PcapNg().interface(119).interface(1).epb(0, 1, b"\0" * 30).epb(1, 2, FRAMES[0])
     d = summary(ng.write(tmp_path / "a.pcapng"))
-    assert d["linktypes"] == {"ethernet": 1, "ieee802_11_radiotap": 1}
-    assert d["skipped"] == {"unknown_linktype:127": 1}
+    assert d["linktypes"] == {"ethernet": 1, "prism": 1}
+    assert d["skipped"] == {"unknown_linktype:119": 1}
     assert d["network"] == {"ipv4": 1, "other": 1}
 
 

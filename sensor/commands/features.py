@@ -20,10 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, cfg) -> int:
-    from features.table import FeatureTable
     from sensor import outputs
     from sensor.cli import UserError
-    from sensor.pipeline import InputError, detect_input, load_input
+    from sensor.pipeline import InputError, detect_input, iter_input
 
     needs_records = args.format in outputs.RECORD_FORMATS
     try:
@@ -31,14 +30,14 @@ def run(args: argparse.Namespace, cfg) -> int:
             if detect_input(path) == "kdd" and needs_records:
                 raise UserError(f"{path}: --format {args.format} needs connection records, a KDD dataset "
                                 "file has only feature rows (use kdd, csv or jsonl)")
-        loaded = [load_input(path, cfg) for path in args.inputs]
+        with outputs.open_output(args.output) as fh:
+            writer = outputs.Writer(args.format, fh)
+            for path in args.inputs:  # rows are written chunk by chunk as connections finish
+                for chunk in iter_input(path, cfg):
+                    writer.write(chunk.table, chunk.records)
+            writer.close()
     except InputError as exc:
         raise UserError(str(exc)) from None
-    table = FeatureTable.concat([d.table for d in loaded])
-    records = [r for d in loaded for r in d.records] if needs_records else None
-    try:
-        with outputs.open_output(args.output) as fh:
-            outputs.write(args.format, table, records, fh)
     except BrokenPipeError:
         raise
     except OSError as exc:
