@@ -17,16 +17,18 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt setup.cfg
 	touch $@
 
 # System packages (root, Debian/Ubuntu): iproute2 for the live-capture test's network namespaces, libpcap
-# for compiling BPF filter expressions (scapy loads it with ctypes; libpcap0.8t64 on Debian 13 / Ubuntu 24.04).
+# for compiling BPF filter expressions (scapy loads it with ctypes; libpcap0.8t64 on Debian 13 / Ubuntu 24.04),
+# tshark for the pyshark source and its tests.
 sysdeps:
 	@missing=""; \
 	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
 	ldconfig -p | grep -q 'libpcap\.so' || missing="$$missing libpcap"; \
+	command -v tshark >/dev/null 2>&1 || missing="$$missing tshark"; \
 	if [ -n "$$missing" ]; then \
 	  apt-get update -qq && \
 	  for pkg in $$missing; do \
 	    if [ $$pkg = libpcap ]; then apt-get install -y -qq libpcap0.8 || apt-get install -y -qq libpcap0.8t64; \
-	    else apt-get install -y -qq $$pkg; fi || exit 1; \
+	    else DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$pkg >/dev/null; fi || exit 1; \
 	  done; \
 	fi
 

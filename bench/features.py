@@ -9,12 +9,14 @@ Prints, in one run:
 - packets/s of the per-packet reference loop of bench/decode.py (``reference``) on the same file, and the ratio (target
   >= 1.0x, RSS < 500 MB);
 - connections/s on the spoofed SYN flood capture (attacks/stopddos/pkt.TCP.synflood.spoofed.pcap);
-- with ``--profile``: where the in-process time goes (tracker vs windows/vectors vs writing).
+- with ``--profile``: where the in-process time goes, per stage (read+decode, track, windows+vectors,
+  kdd text), streaming batch by batch as the command does.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import resource
 import struct
@@ -77,25 +79,45 @@ def reference_rate(path: Path, packets: int) -> float | None:
 
 
 def profile(path: Path) -> None:
-    """Split of the in-process time: read+decode+track, windows+vectors, kdd text."""
-    import io
-
+    """Split of the in-process time by stage, streaming as ``netwarden features`` does."""
     sys.path.insert(0, str(ROOT))
+    from features.tracker import ConnectionTracker, TrackerSettings
     from features.vectors import FeatureBuilder
     from sensor import config, outputs
-    from sensor.pipeline import records_from_capture
+    from sensor.pipeline import WINDOW_GROUP, _horizon
+    from sensor.sources import open_source
 
     cfg = config.defaults()
-    t0 = time.perf_counter()
-    records = records_from_capture(path, cfg)
-    t1 = time.perf_counter()
-    table = FeatureBuilder.from_config(cfg).add(records)
-    t2 = time.perf_counter()
-    outputs.write("kdd", table, records, io.StringIO())
-    t3 = time.perf_counter()
-    n = len(records)
-    print(f"profile: {n:,} connections; read+decode+track {t1 - t0:.2f} s, windows+vectors {t2 - t1:.2f} s "
-          f"({(t2 - t1) / max(n, 1) * 1e6:.1f} us/connection), kdd text {t3 - t2:.2f} s")
+    settings = TrackerSettings.from_config(cfg.section("tracker"))
+    tracker, builder, horizon = ConnectionTracker(settings), FeatureBuilder.from_config(cfg, WINDOW_GROUP), _horizon(settings)
+    spent = dict.fromkeys(("read+decode", "track", "windows+vectors", "kdd text"), 0.0)
+    conns = 0
+    with open(os.devnull, "w") as sink:
+        writer = outputs.Writer("kdd", sink)
+        batches = iter(open_source(path, cfg["reader.batch_size"]))
+        while True:
+            t0 = time.perf_counter()
+            batch = next(batches, None)
+            t1 = time.perf_counter()
+            spent["read+decode"] += t1 - t0
+            last = batch is None
+            records = tracker.flush() if last else tracker.process(batch)
+            t2 = time.perf_counter()
+            table = builder.feed(records, math.inf if last else int(batch["ts_ns"].max()) / 1e9 - horizon)
+            t3 = time.perf_counter()
+            writer.write(table, None)
+            t4 = time.perf_counter()
+            spent["track"] += t2 - t1
+            spent["windows+vectors"] += t3 - t2
+            spent["kdd text"] += t4 - t3
+            conns += len(table)
+            if last:
+                break
+    per_conn = {k: v / max(conns, 1) * 1e6 for k, v in spent.items()}
+    print(f"profile (in-process, streaming): {conns:,} connections; "
+          + ", ".join(f"{k} {v:.2f} s" for k, v in spent.items())
+          + f"; windows+vectors {per_conn['windows+vectors']:.1f} us/connection, "
+          f"kdd text {per_conn['kdd text']:.1f} us/connection")
 
 
 def main() -> None:

@@ -27,6 +27,7 @@ MAX_DATAGRAM = 65535
 class _Datagram:
     first_row: tuple | None = None  # (sport, dport, icmp_type, icmp_code) of the first fragment
     ranges: list[tuple[int, int]] = field(default_factory=list)
+    seen: set[tuple[int, int]] = field(default_factory=set)  # the same ranges, for the O(1) duplicate test
     waiting: list[int] = field(default_factory=list)  # batch positions not yet attributed (this batch only)
     last_ns: int = 0
 
@@ -62,9 +63,14 @@ class FragmentTracker:
             dgram.last_ns = ts
             end = off + plen
             bad = end > MAX_DATAGRAM or plen == 0 or (mf and plen % 8)
-            bad = bad or any(off < e and s < end for s, e in dgram.ranges)
+            # An exact duplicate (retransmitted or replayed fragment) overlaps itself when non-empty, and adds
+            # nothing to later overlap tests: a set answers it without scanning, and the list stays short.
+            duplicate = (off, end) in dgram.seen
+            bad = bad or (duplicate and off < end) or any(off < e and s < end for s, e in dgram.ranges)
             wrong[pos] = bool(bad)
-            dgram.ranges.append((off, end))
+            if not duplicate:
+                dgram.ranges.append((off, end))
+                dgram.seen.add((off, end))
             if off == 0:
                 dgram.first_row = (sport, dport, itype, icode)
                 for w in dgram.waiting:

@@ -94,13 +94,13 @@ def side_run(cols: TcpColumns, idx: np.ndarray) -> SideRun | None:
     ends = cols.seq_end[idx]
     lens = cols.plen[idx]
     u = (ends - ends[0] + _HALF) % _MOD - _HALF
-    if int(np.abs(u).max()) >= _LIMIT:
-        return None
     prefix_max = np.maximum.accumulate(u)
-    rx = np.flatnonzero((lens[1:] > 0) & (u[1:] <= prefix_max[:-1])) + 1
+    if max(-int(u.min()), int(prefix_max[-1])) >= _LIMIT:
+        return None
+    has_data = lens > 0
+    rx = np.nonzero(has_data[1:] & (u[1:] <= prefix_max[:-1]))[0] + 1
     has_ack = (cols.flags[idx] & TCP_ACK) != 0
-    data = np.flatnonzero(lens > 0)
-    pure = np.flatnonzero(has_ack & (lens == 0))
+    pure = has_ack & ~has_data
     ack_first, v_min, v_max = -1, 0, 0
     if has_ack.any():
         acks = cols.ack[idx[has_ack]]
@@ -111,9 +111,9 @@ def side_run(cols: TcpColumns, idx: np.ndarray) -> SideRun | None:
         if max(-v_min, v_max) >= _LIMIT:
             return None
         ack_first = int(acks[0])
-    return SideRun(int(ends[0]), bool(lens[0] > 0), int(prefix_max[-1]), idx[rx].tolist(),
-                   int(idx[data[0]]) if len(data) else -1, int(idx[pure[0]]) if len(pure) else -1,
-                   ack_first, v_min, v_max)
+    return SideRun(int(ends[0]), bool(has_data[0]), int(prefix_max[-1]), idx[rx].tolist(),
+                   int(idx[has_data.argmax()]) if has_data.any() else -1,
+                   int(idx[pure.argmax()]) if pure.any() else -1, ack_first, v_min, v_max)
 
 
 def side_fits(side: SideRun, ep: Endpoint, peer: Endpoint) -> bool:

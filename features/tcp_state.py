@@ -22,6 +22,7 @@ INACTIVE, SYN_SENT, SYN_ACK_SENT, PARTIAL, ESTABLISHED, CLOSED, RESET = range(7)
 _HANDSHAKE = (INACTIVE, SYN_SENT, SYN_ACK_SENT)
 
 _M32 = 0xFFFFFFFF
+_HALF = 0x80000000
 TOO_LARGE_SEQ_DELTA = 1048576
 
 # History masks (Zeek's HIST_*); the responder's are shifted by 16 as in TCP_Endpoint::CheckHistory.
@@ -240,14 +241,22 @@ class TcpSession:
                 s = (ack - 1) & _M32
                 peer.init_seqs(s, s)
             else:
-                _, underflow = peer.relative(ack, peer.ack, peer.ack_wraps)
-                if not underflow and not rst:
-                    delta_ack = seq_delta(ack, peer.ack)
-                    if not (ack == 0 and delta_ack > TOO_LARGE_SEQ_DELTA) and delta_ack > 0:
-                        peer.update_ack(ack)
+                # peer.relative(ack, peer.ack, peer.ack_wraps)'s underflow test, inlined (hot path)
+                peer_ack = peer.ack
+                delta_ack = ((ack - peer_ack + _HALF) & _M32) - _HALF
+                wraps = peer.ack_wraps
+                if delta_ack < 0:
+                    if wraps and ack > peer_ack:
+                        wraps -= 1
+                elif delta_ack > 0 and ack < peer_ack:
+                    wraps += 1
+                underflow = wraps == 0 and ((ack - peer.start + _HALF) & _M32) - _HALF < 0
+                if (not underflow and not rst and delta_ack > 0
+                        and not (ack == 0 and delta_ack > TOO_LARGE_SEQ_DELTA)):
+                    peer.update_ack(ack)
 
         # update_last_seq
-        delta_last = seq_delta(end, ep.last)
+        delta_last = ((end - ep.last + _HALF) & _M32) - _HALF  # seq_delta, inlined
         if (syn or rst) and (delta_last > TOO_LARGE_SEQ_DELTA or delta_last < -TOO_LARGE_SEQ_DELTA):
             pass
         elif fin and ep.last == ((ep.start + 1) & _M32):
@@ -263,6 +272,41 @@ class TcpSession:
                                        attempt_timeout)
         if do_close:
             self._closed(ep, peer)
+
+    def plain_packet(self, is_orig: bool, flags: int, seq: int, ack: int, length: int, win: int, t: int) -> None:
+        """``packet`` for a segment without SYN/FIN/RST while both endpoints are ESTABLISHED or PARTIAL and
+        neither closed (``features.tcp_runs.open_session``): the same effects, minus the branches that
+        cannot fire. The tracker steps short runs of plain segments through this (about 3x cheaper)."""
+        ep = self.orig if is_orig else self.resp
+        peer = ep.peer
+        shift = 0 if is_orig else 16
+        if length:
+            if not self.hist_seen & (HIST_DATA << shift):
+                self.hist_seen |= HIST_DATA << shift
+                self.history.append("D" if is_orig else "d")
+        elif flags & TCP_ACK and not self.hist_seen & (HIST_ACK << shift):
+            self.hist_seen |= HIST_ACK << shift
+            self.history.append("A" if is_orig else "a")
+        if win == 0:
+            self._zero_window(ep)
+        self.last_time = t
+        if flags & TCP_ACK:
+            peer_ack = peer.ack
+            delta_ack = ((ack - peer_ack + _HALF) & _M32) - _HALF
+            wraps = peer.ack_wraps
+            if delta_ack < 0:
+                if wraps and ack > peer_ack:
+                    wraps -= 1
+            elif delta_ack > 0 and ack < peer_ack:
+                wraps += 1
+            underflow = wraps == 0 and ((ack - peer.start + _HALF) & _M32) - _HALF < 0
+            if not underflow and delta_ack > 0 and not (ack == 0 and delta_ack > TOO_LARGE_SEQ_DELTA):
+                peer.update_ack(ack)
+        end = (seq + length) & _M32
+        if ((end - ep.last + _HALF) & _M32) - _HALF > 0:
+            ep.update_last(end)
+        elif length > 0:
+            self._rxmit(ep)
 
     def _state_machine(self, ep: Endpoint, peer: Endpoint, is_orig: bool, flags: int, seq: int, ack: int,
                        length: int, delta_last: int, t: float, attempt_timeout: float) -> bool:
@@ -378,12 +422,12 @@ class SynAttempt:
     tracker replaces it by the real session (``session()`` replays the SYN) when a second packet arrives.
     """
 
-    __slots__ = ("flags", "seq", "ack", "win", "last_time", "attempt_deadline")
+    __slots__ = ("seq", "win", "last_time", "attempt_deadline")
     close_deadline = None
     close_reset = False
 
-    def __init__(self, flags: int, seq: int, ack: int, win: int, t: int, attempt_timeout: int) -> None:
-        self.flags, self.seq, self.ack, self.win = flags, seq, ack, win
+    def __init__(self, seq: int, win: int, t: int, attempt_timeout: int) -> None:
+        self.seq, self.win = seq, win
         self.last_time = t
         self.attempt_deadline = t + attempt_timeout
 
@@ -394,7 +438,8 @@ class SynAttempt:
 
     def session(self) -> TcpSession:
         tcp = TcpSession()
-        tcp.packet(True, self.flags, self.seq, self.ack, 0, self.win, self.last_time,
+        # Only SYN/FIN/RST/ACK steer the session and the acknowledgement number is unused without ACK.
+        tcp.packet(True, TCP_SYN, self.seq, 0, 0, self.win, self.last_time,
                    self.attempt_deadline - self.last_time)
         return tcp
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import heapq
 import math
 import socket
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -65,31 +66,38 @@ class TrackerSettings:
         return cls(**{k: v for k, v in section.items() if k in names})
 
 
+# A connection key: proto, then the lower endpoint A (addr hi, lo, port), then B, packed little-endian. One
+# bytes object per connection instead of a tuple of seven ints: a third of the memory, and not GC-tracked.
+_KEY = struct.Struct("<BQQHQQH")
+_KEY_DTYPE = np.dtype([("proto", "u1"), ("ah", "<u8"), ("al", "<u8"), ("ap", "<u2"), ("bh", "<u8"),
+                       ("bl", "<u8"), ("bp", "<u2")])  # the same layout, built for a whole batch at once
+assert _KEY_DTYPE.itemsize == _KEY.size
+
+
 class _Conn:
-    """One tracked connection. Addresses are kept as the batch's (hi, lo) halves until the record is built."""
+    """One tracked connection; its addresses live only in ``key`` until the record is built."""
 
-    __slots__ = ("key", "uid", "proto", "orig_is_a", "o_hi", "o_lo", "o_p", "r_hi", "r_lo", "r_p",
-                 "first_ns", "last_ns", "o_pkts", "o_ip", "r_pkts", "r_ip", "o_pay", "r_pay", "urgent",
-                 "wrong", "tcp", "hist", "heap_at", "alive", "period_ns", "reported")
+    __slots__ = ("key", "uid", "proto", "orig_is_a", "first_ns", "last_ns", "o_pkts", "o_ip", "r_pkts", "r_ip",
+                 "o_pay", "r_pay", "urgent", "wrong", "tcp", "hist", "heap_at", "period_ns", "reported")
 
-    def __init__(self, key: tuple, uid: str, proto: int, orig_is_a: bool, o: tuple, r: tuple, t: int,
+    def __init__(self, key: bytes, uid: str, proto: int, orig_is_a: bool, t: int,
                  tcp: TcpSession | SynAttempt | None) -> None:
         self.key, self.uid, self.proto, self.orig_is_a = key, uid, proto, orig_is_a
-        self.o_hi, self.o_lo, self.o_p = o
-        self.r_hi, self.r_lo, self.r_p = r
         self.first_ns = self.last_ns = self.period_ns = t
         self.o_pkts = self.o_ip = self.r_pkts = self.r_ip = self.o_pay = self.r_pay = 0
         self.urgent = self.wrong = 0
         self.tcp = tcp  # None for UDP, ICMP and other protocols
         self.hist: list[str] | None = None if tcp else []  # UDP history letters (TCP keeps its own)
         self.heap_at = math.inf
-        self.alive = True
         self.reported = _NOTHING  # payload bytes already reported in interim records (TCP sizes are cumulative)
+
+    def endpoints(self) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+        """((orig hi, lo, port), (resp hi, lo, port))."""
+        _, ah, al, ap, bh, bl, bp = _KEY.unpack(self.key)
+        return ((ah, al, ap), (bh, bl, bp)) if self.orig_is_a else ((bh, bl, bp), (ah, al, ap))
 
     def swap_roles(self) -> None:
         self.orig_is_a = not self.orig_is_a
-        self.o_hi, self.o_lo, self.o_p, self.r_hi, self.r_lo, self.r_p = (
-            self.r_hi, self.r_lo, self.r_p, self.o_hi, self.o_lo, self.o_p)
         self.o_pkts, self.o_ip, self.o_pay, self.r_pkts, self.r_ip, self.r_pay = (
             self.r_pkts, self.r_ip, self.r_pay, self.o_pkts, self.o_ip, self.o_pay)
 
@@ -153,15 +161,19 @@ _PROTO_NAMES = {IPPROTO_TCP: "tcp", IPPROTO_UDP: "udp", IPPROTO_ICMP: "icmp", IP
 class ConnectionTracker:
     """Zeek-style connection tracking over ``PACKET_DTYPE`` batches (see the module docstring)."""
 
-    min_run: int = MIN_RUN  # shortest plain TCP run taken by the numpy fast path (tests vary it)
+    # Fast paths (plain runs of an open TCP session, lone SYNs): results are identical either way; tests
+    # switch them off or force them (min_run=1) to prove it on real and randomised traffic.
+    fast_paths: bool = True
+    min_run: int = MIN_RUN  # shortest plain run that goes through the numpy path (features.tcp_runs)
 
     def __init__(self, settings: TrackerSettings | None = None, uid_seed: int | None = None) -> None:
         self.settings = s = settings or TrackerSettings()
         self._uids = UidGenerator(uid_seed)
         self._frags = FragmentTracker()
         self._addresses = _Addresses()
-        self._conns: dict[tuple, _Conn] = {}
-        self._heap: list[tuple[int, int, _Conn]] = []
+        self._conns: dict[bytes, _Conn] = {}
+        # (deadline, push order, key, uid): atoms only, so the garbage collector stops tracking the entries
+        self._heap: list[tuple[int, int, bytes, str]] = []
         self._heap_seq = 0
         self._tcp_idle = int(s.tcp_inactivity_timeout * _NS)
         self._attempt = int(s.tcp_attempt_timeout * _NS)
@@ -250,8 +262,10 @@ class ConnectionTracker:
                       | (bl[1:] != bl[:-1]) | (bp[1:] != bp[:-1]) | (proto_s[1:] != proto_s[:-1]))
         starts = np.flatnonzero(change)
         ends = np.append(starts[1:], len(order))
-        keys = list(zip(proto_s[starts].tolist(), ah[starts].tolist(), al[starts].tolist(), ap[starts].tolist(),
-                        bh[starts].tolist(), bl[starts].tolist(), bp[starts].tolist()))
+        packed = np.empty(len(starts), dtype=_KEY_DTYPE)
+        for name, col in zip(_KEY_DTYPE.names, (proto_s, ah, al, ap, bh, bl, bp)):
+            packed[name] = col[starts]
+        keys = packed.view(f"V{_KEY.size}").tolist()
         s = pk.take(order)
         wrong_s = wrong[order]
         is_tcp = proto_s[starts] == IPPROTO_TCP
@@ -262,17 +276,14 @@ class ConnectionTracker:
         if len(other_groups):
             self._track_other(s, from_a, wrong_s, sp[order], dp[order], starts, ends, keys, other_groups, out)
 
-    def _new_conn(self, key: tuple, from_a: bool, flip: bool, t: int, out: list[ConnectionRecord],
+    def _new_conn(self, key: bytes, from_a: bool, flip: bool, t: int, out: list[ConnectionRecord],
                   tcp: TcpSession | SynAttempt | None = None) -> _Conn:
         if len(self._conns) >= self.settings.max_connections:
             self._evict(out)
-        proto, ah, al, ap, bh, bl, bp = key
-        orig_is_a = from_a != flip
-        a, b = (ah, al, ap), (bh, bl, bp)
+        proto = key[0]
         if proto == IPPROTO_TCP and tcp is None:
             tcp = TcpSession()
-        conn = _Conn(key, self._uids.next(), proto, orig_is_a, a if orig_is_a else b, b if orig_is_a else a, t,
-                     tcp)
+        conn = _Conn(key, self._uids.next(), proto, from_a != flip, t, tcp)
         if flip:
             (conn.tcp.history if conn.tcp else conn.hist).append("^")
         self._conns[key] = conn
@@ -296,7 +307,8 @@ class ConnectionTracker:
         plen_np = t["payload_len"].astype(np.int64)
         cols = TcpColumns(t["ts_ns"], t["tcp_flags"], (seq_np + plen_np) & 0xFFFFFFFF,
                           t["tcp_ack"].astype(np.int64), plen_np, t["tcp_win"], fa_np)
-        run_end = plain_run_ends(cols, group_start, self._tcp_idle).tolist()
+        fast = self.fast_paths
+        run_end = plain_run_ends(cols, group_start, self._tcp_idle).tolist() if fast else range(len(sel))
         ts = cols.ts.tolist()
         flags = cols.flags.tolist()
         seqs = seq_np.tolist()
@@ -318,9 +330,9 @@ class ConnectionTracker:
             key = keys[g]
             conn = conns.get(key)
             if conn is None:
-                if n == 1 and SynAttempt.applies(flags[j], plens[j]):  # flood/scan: one SYN
+                if fast and n == 1 and SynAttempt.applies(flags[j], plens[j]):  # flood/scan: one SYN
                     conn = self._new_conn(key, fa[j], False, ts[j], out,
-                                          SynAttempt(flags[j], seqs[j], acks[j], wins[j], ts[j], attempt))
+                                          SynAttempt(seqs[j], wins[j], ts[j], attempt))
                     conn.o_pkts, conn.o_ip = 1, iplens[j]
                     conn.urgent, conn.wrong = flags[j] >> 5 & 1, int(wr[j])
                     j += 1
@@ -331,16 +343,15 @@ class ConnectionTracker:
             stop = j + n
             while j < stop:
                 e = run_end[j]
-                if (e - j >= min_run and conn is not None and conn.last_ns + idle > ts[j]
-                        and open_session(conn.tcp)):
-                    if self._fast_run(conn, cols, runs, j, e):
-                        j = e
-                        continue
-                    min_e = e  # not exact for this run: step it packet by packet
-                    while j < min_e:
-                        conn = self._tcp_packet(conn, key, j, ts, flags, seqs, acks, plens, wins, iplens, fa,
-                                                wr, sps, dps, dhs, dls, attempt, out)
-                        j += 1
+                if e > j and conn is not None and conn.last_ns + idle > ts[j] and open_session(conn.tcp):
+                    # plain segments of an open session: no state changes, no new connection inside
+                    if e - j < min_run or not self._fast_run(conn, cols, runs, j, e):
+                        tcp, orig_is_a = conn.tcp, conn.orig_is_a
+                        for k in range(j, e):
+                            tcp.plain_packet(fa[k] == orig_is_a, flags[k], seqs[k], acks[k], plens[k], wins[k],
+                                             ts[k])
+                        self._add_run(conn, runs, j, e, ts[e - 1])
+                    j = e
                     continue
                 conn = self._tcp_packet(conn, key, j, ts, flags, seqs, acks, plens, wins, iplens, fa, wr,
                                         sps, dps, dhs, dls, attempt, out)
@@ -399,6 +410,13 @@ class ConnectionTracker:
             apply_side(tcp, side, ep, peer, events)
         if events:
             merge_history(tcp, events)
+        self._add_run(conn, runs, j, e, int(cols.ts[e - 1]))
+        tcp.last_time = conn.last_ns
+        return True
+
+    @staticmethod
+    def _add_run(conn: _Conn, runs: RunSums, j: int, e: int, last_ns: int) -> None:
+        """Packet, byte, URG and wrong-fragment counts of the plain run j..e-1."""
         n_a, ip_a, n_all, ip_all, urg, wrong = runs.between(j, e)
         if conn.orig_is_a:
             conn.o_pkts += n_a; conn.o_ip += ip_a  # noqa: E702
@@ -408,16 +426,16 @@ class ConnectionTracker:
             conn.o_pkts += n_all - n_a; conn.o_ip += ip_all - ip_a  # noqa: E702
         conn.urgent += urg
         conn.wrong += wrong
-        conn.last_ns = tcp.last_time = int(cols.ts[e - 1])
-        return True
+        conn.last_ns = last_ns
 
     def _tcp_deadline(self, conn: _Conn) -> int:
         tcp = conn.tcp
         deadline = conn.last_ns + self._tcp_idle
         if tcp.close_deadline is not None:
             deadline = min(deadline, tcp.close_deadline + (self._reset if tcp.close_reset else self._close))
-        if tcp.attempt_deadline is not None and tcp.in_attempt():
-            deadline = min(deadline, tcp.attempt_deadline)
+        attempt = tcp.attempt_deadline
+        if attempt is not None and attempt < deadline and tcp.in_attempt():
+            deadline = attempt
         return deadline
 
     # -- UDP, ICMP, other: aggregation -------------------------------------------------------------------
@@ -495,12 +513,12 @@ class ConnectionTracker:
                 table = ICMP4_COUNTERPART if proto == IPPROTO_ICMP else ICMP6_COUNTERPART
                 sport, cp = itype, int(table[itype])
                 dport = icode if cp < 0 else cp
-            fwd = (proto, sh, sl, sport, dh, dl, dport)
-            conn = self._conns.get(fwd) or self._conns.get((proto, dh, dl, dport, sh, sl, sport))
+            conn = (self._conns.get(_KEY.pack(proto, sh, sl, sport, dh, dl, dport))
+                    or self._conns.get(_KEY.pack(proto, dh, dl, dport, sh, sl, sport)))
             if conn is None:
                 self.counters["fragments_orphaned"] += 1
                 continue
-            from_orig = (conn.o_hi, conn.o_lo) == (sh, sl)
+            from_orig = conn.endpoints()[0][:2] == (sh, sl)
             if from_orig:
                 conn.o_ip += size
                 conn.o_pay += size if proto != IPPROTO_TCP else 0
@@ -526,14 +544,15 @@ class ConnectionTracker:
         if at < conn.heap_at:
             conn.heap_at = at
             self._heap_seq += 1
-            heapq.heappush(self._heap, (at, self._heap_seq, conn))
+            heapq.heappush(self._heap, (at, self._heap_seq, conn.key, conn.uid))
 
     def _expire(self, now: int, out: list[ConnectionRecord]) -> None:
         heap = self._heap
         while heap and heap[0][0] <= now:
-            at, _, conn = heapq.heappop(heap)
-            if not conn.alive or at != conn.heap_at:
-                continue
+            at, _, key, uid = heapq.heappop(heap)
+            conn = self._conns.get(key)
+            if conn is None or conn.uid is not uid or at != conn.heap_at:
+                continue  # finished, or rescheduled since
             conn.heap_at = math.inf
             if self._deadline(conn) <= now:
                 out.append(self._finish(conn))
@@ -561,7 +580,6 @@ class ConnectionTracker:
 
     # -- records -------------------------------------------------------------------------------------
     def _finish(self, conn: _Conn) -> ConnectionRecord:
-        conn.alive = False
         if self._conns.get(conn.key) is conn:
             del self._conns[conn.key]
         self.counters["records"] += 1
@@ -594,14 +612,15 @@ class ConnectionTracker:
             o_bytes, r_bytes, history = conn.o_pay, conn.r_pay, "".join(conn.hist)
             state = self._udp_state(conn) if conn.proto == IPPROTO_UDP else "OTH"
         start_ns = min(start_ns, end_ns)
-        orig_h, orig_packed = self._addresses.get(conn.o_hi, conn.o_lo)
-        resp_h, resp_packed = self._addresses.get(conn.r_hi, conn.r_lo)
+        (o_hi, o_lo, o_p), (r_hi, r_lo, r_p) = conn.endpoints()
+        orig_h, orig_packed = self._addresses.get(o_hi, o_lo)
+        resp_h, resp_packed = self._addresses.get(r_hi, r_lo)
         return ConnectionRecord(
-            ts=start_ns / _NS, uid=conn.uid, orig_h=orig_h, orig_p=conn.o_p, resp_h=resp_h, resp_p=conn.r_p,
+            ts=start_ns / _NS, uid=conn.uid, orig_h=orig_h, orig_p=o_p, resp_h=resp_h, resp_p=r_p,
             proto=_PROTO_NAMES.get(conn.proto, "unknown_transport"), duration=(end_ns - start_ns) / _NS,
             orig_bytes=o_bytes, resp_bytes=r_bytes, conn_state=state, history=history or "-",
             orig_pkts=conn.o_pkts, orig_ip_bytes=conn.o_ip, resp_pkts=conn.r_pkts, resp_ip_bytes=conn.r_ip,
-            community_id=community_id(conn.proto, orig_packed, conn.o_p, resp_packed, conn.r_p),
+            community_id=community_id(conn.proto, orig_packed, o_p, resp_packed, r_p),
             wrong_fragment=conn.wrong, urgent=conn.urgent, end_ts=end_ns / _NS)
 
     @staticmethod

@@ -32,25 +32,37 @@ def end_time(rec: ConnectionRecord) -> float:
     return max(rec.end_ts, rec.ts + rec.duration)
 
 
+def service_keys(records: Sequence[ConnectionRecord], service_codes: np.ndarray) -> list[tuple[str, int]]:
+    """What "same service" compares in the windows: the KDD service within its protocol (``tcp/private``
+    and ``udp/private`` differ; so do two unnamed protocols, both ``other``)."""
+    return list(zip([r.proto for r in records], service_codes.tolist()))
+
+
 class FeatureBuilder:
     """Turns records into FEATURE_DTYPE rows; window state persists across ``add`` calls."""
 
     def __init__(self, time_window: float = 2.0, host_window: int = 100, max_entries: int = 1_000_000,
-                 label_column: str | None = "label") -> None:
+                 label_column: str | None = "label", min_group: int = 1) -> None:
         self.windows = TrafficWindows(time_window, host_window, max_entries)
         self.label_column = label_column
-        # records handed to ``feed`` whose rows are not returned yet, with their rows, end times, services
+        # ``feed`` computes windows only for at least this many records at a time (or at the end of input):
+        # each computation also passes over the remembered rows, so a file is cheaper in large groups,
+        # while the daemon keeps 1 to score every connection as soon as the watermark passes it
+        self.min_group = min_group
+        # records handed to ``feed`` whose rows are not returned yet (emission order); the first
+        # len(self._feats) of them have their rows (basic features; traffic ones where ``_done``) and end
+        # times in ``_ends``, the later ones only end times, one array per ``feed`` call, in ``_new_ends``
         self._held: list[ConnectionRecord] = []
-        self._held_feats = np.zeros(0, FEATURE_DTYPE)
-        self._held_ends = np.zeros(0)
-        self._held_srv: list[str] = []
-        self._held_done = np.zeros(0, bool)
+        self._feats = np.zeros(0, FEATURE_DTYPE)
+        self._ends = np.zeros(0)
+        self._done = np.zeros(0, bool)
+        self._new_ends: list[np.ndarray] = []
 
     @classmethod
-    def from_config(cls, cfg) -> "FeatureBuilder":
+    def from_config(cls, cfg, min_group: int = 1) -> "FeatureBuilder":
         """Built from ``cfg.section("windows")`` and ``model.label_column``."""
         w = cfg.section("windows")
-        return cls(w["time_window"], w["host_window"], w["max_entries"], cfg["model.label_column"])
+        return cls(w["time_window"], w["host_window"], w["max_entries"], cfg["model.label_column"], min_group)
 
     def add(self, records: Sequence[ConnectionRecord], source: str = "") -> FeatureTable:
         """Feature rows for ``records`` (in their order, after any still held by ``feed``), with ids and, if
@@ -61,27 +73,35 @@ class FeatureBuilder:
         """Take ``records`` (emission order); return the rows now complete, in emission order.
 
         ``watermark``: no record handed in later ends before it (``math.inf``: end of input)."""
-        feats = np.zeros(len(records), FEATURE_DTYPE)
-        if records:
-            services = [record_service(r) for r in records]
-            self._basic(records, services, feats)
-            self._held.extend(records)
-            self._held_feats = np.concatenate((self._held_feats, feats))
-            self._held_ends = np.concatenate((self._held_ends, [end_time(r) for r in records]))
-            self._held_srv.extend(services)
-            self._held_done = np.concatenate((self._held_done, np.zeros(len(records), bool)))
+        self._held.extend(records)
+        self._new_ends.append(np.array([end_time(r) for r in records], dtype=np.float64))
+        due = np.count_nonzero(self._ends[~self._done] < watermark)
+        due += sum(np.count_nonzero(ends < watermark) for ends in self._new_ends)
+        if not due or (due < self.min_group and watermark != math.inf):
+            return FeatureTable(np.zeros(0, FEATURE_DTYPE), source=source)
+        self._take_new()
         self._traffic(watermark)
-        done = self._held_done
+        done = self._done
         ready = len(done) if done.all() else int(np.argmin(done))  # rows before the first not yet computed
         out, self._held = self._held[:ready], self._held[ready:]
-        table = FeatureTable(self._held_feats[:ready], self._ids(out), self._labels(out), None, source)
-        self._held_feats, self._held_ends = self._held_feats[ready:], self._held_ends[ready:]
-        self._held_srv, self._held_done = self._held_srv[ready:], done[ready:]
+        table = FeatureTable(self._feats[:ready], self._ids(out), self._labels(out), None, source)
+        self._feats, self._ends, self._done = self._feats[ready:], self._ends[ready:], done[ready:]
         return table
 
     def pending(self) -> int:
         """Records held back by ``feed`` (waiting for the watermark or for an earlier record)."""
         return len(self._held)
+
+    def _take_new(self) -> None:
+        """Basic features of the records that have none yet, appended to the held rows."""
+        new = self._held[len(self._feats):]
+        feats = np.zeros(len(new), FEATURE_DTYPE)
+        if new:
+            self._basic(new, [record_service(r) for r in new], feats)
+        self._feats = np.concatenate((self._feats, feats))
+        self._ends = np.concatenate([self._ends] + self._new_ends)
+        self._done = np.concatenate((self._done, np.zeros(len(new), bool)))
+        self._new_ends = []
 
     @staticmethod
     def _ids(records: Sequence[ConnectionRecord]) -> list[dict[str, object]]:
@@ -102,18 +122,16 @@ class FeatureBuilder:
 
     def _traffic(self, watermark: float) -> None:
         """Feed the held records that ended before ``watermark`` to the windows, in end order."""
-        due = np.flatnonzero(~self._held_done & (self._held_ends < watermark))
-        if not len(due):
-            return
-        order = due[np.argsort(self._held_ends[due], kind="stable")]
-        recs, srv = self._held, self._held_srv
-        picked = [recs[i] for i in order.tolist()]
+        due = np.flatnonzero(~self._done & (self._ends < watermark))
+        order = due[np.argsort(self._ends[due], kind="stable")]
+        picked = [self._held[i] for i in order.tolist()]
+        codes = self._feats[order]
         values = self.windows.push_many(
-            self._held_ends[order], [r.resp_h for r in picked], [(r.proto, srv[i]) for r, i in zip(picked, order.tolist())],
+            self._ends[order], [r.resp_h for r in picked], service_keys(picked, codes["service"]),
             [r.orig_p for r in picked], [error_class(r.proto, r.conn_state) for r in picked])
         for j, name in enumerate(TRAFFIC_FEATURES):
-            self._held_feats[name][order] = values[:, j]
-        self._held_done[order] = True
+            self._feats[name][order] = values[:, j]
+        self._done[order] = True
 
     def _labels(self, records: Sequence[ConnectionRecord]) -> np.ndarray | None:
         col = self.label_column

@@ -74,7 +74,7 @@ class _Groups:
     def __init__(self, codes: np.ndarray, weights: tuple[np.ndarray, ...] = ()) -> None:
         self.m = m = len(codes)
         key = codes * m + np.arange(m)
-        self.order = np.argsort(key, kind="stable")
+        self.order = np.argsort(key)  # keys are distinct: no need for a stable sort
         self.key = key[self.order]
         self.sums = [np.concatenate(([0], np.cumsum(w[self.order]))) for w in weights]
 
@@ -105,6 +105,12 @@ class _Groups:
 def _codes(values: np.ndarray) -> np.ndarray:
     """Dense codes 0..k-1 of an integer array (equal values, equal codes)."""
     return np.unique(values, return_inverse=True)[1].reshape(-1) if len(values) else values
+
+
+def _small(values: np.ndarray, m: int) -> np.ndarray:
+    """``values`` (non-negative ids or ports) as group codes for ``m`` rows: as they are where ``code * m``
+    cannot overflow (the usual case: saves a sort), else dense codes."""
+    return values if int(values.max()) < (1 << 62) // m else _codes(values)
 
 
 # One remembered connection: arrival number, (clamped) end time, interned destination host and service,
@@ -159,8 +165,11 @@ class TrafficWindows:
         new["err"] = errs
         new["hw"] = new["sw"] = True
         old = self.rows
-        # only remembered rows of the hosts and services in this group can enter its features
-        sel = np.flatnonzero(np.isin(old["host"], new["host"]) | np.isin(old["srv"], new["srv"]))
+        # the remembered rows that can enter this group's features: those of its hosts (host windows, time
+        # window, host+service and host+port tallies) and of its services that are in a service window or
+        # in the time window; rows a service keeps only for another host's window play no part
+        recent = (old["t"] > new["t"][0] - self.time_window) | old["sw"]
+        sel = np.flatnonzero(np.isin(old["host"], new["host"]) | (recent & np.isin(old["srv"], new["srv"])))
         rows = np.concatenate((old[sel], new))
         feats = self._features(rows, len(sel))
         # keep the host-based windows at their length, then drop rows no window needs any more
@@ -178,9 +187,8 @@ class TrafficWindows:
         q = np.arange(first, m)
         serr = (rows["err"] == SYN_ERROR).astype(np.int64)
         rerr = (rows["err"] == REJ_ERROR).astype(np.int64)
-        host, srv = _codes(rows["host"]), _codes(rows["srv"])
+        host, srv, sport = _small(rows["host"], m), _small(rows["srv"], m), _small(rows["sport"], m)
         pair = _codes(host * (srv.max() + 1) + srv)
-        sport = _codes(rows["sport"])
         host_port = _codes(host * (sport.max() + 1) + sport)
         hq, sq, pq = host[q], srv[q], pair[q]
         # time-based: positions lo..q hold the connections that ended in (t - time_window, t]

@@ -33,7 +33,7 @@ class AEParams:
     batch_size: int = 256
     learning_rate: float = 0.001
     early_stopping_patience: int = 5
-    ensemble: int = 3
+    ensemble: int = 1
     seed: int = 42
 
     @classmethod

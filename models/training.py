@@ -16,7 +16,7 @@ import numpy as np
 from models.autoencoder import AEParams, TrainedAE, export_layers, train
 from models.calibrate import column_weights, threshold_at_fpr
 from models.iforest import IsolationForestScorer
-from models.preprocess import Preprocessor
+from models.preprocess import EncodedRows, Preprocessor
 from models.scorer import AutoencoderScorer, NumpyAutoencoder
 
 MIN_TRAINING_ROWS = 10
@@ -75,9 +75,9 @@ def train_model(rows: np.ndarray, settings: TrainingSettings,
     start = time.monotonic()
     fit_rows, val_rows = split(rows, settings.validation_fraction, settings.ae.seed)
     pre = Preprocessor.fit(fit_rows, clip=settings.clip, scaling=settings.scaling)
-    x_fit, x_val = pre.transform(fit_rows), pre.transform(val_rows)
-    trained = train(x_fit, x_val, settings.ae, on_epoch)
-    scorer = calibrated_scorer(pre, trained, x_val, settings.target_fpr)
+    val = pre.encode(val_rows)
+    trained = train(pre.transform(fit_rows), val.dense(), settings.ae, on_epoch)
+    scorer = calibrated_scorer(pre, trained, val, settings.target_fpr)
     baseline = (IsolationForestScorer.fit(pre, fit_rows, val_rows, settings.target_fpr, settings.ae.seed)
                 if settings.with_baseline else None)
     val_scores = scorer.score(val_rows).score
@@ -92,16 +92,15 @@ def train_model(rows: np.ndarray, settings: TrainingSettings,
                        metrics)
 
 
-def calibrated_scorer(pre: Preprocessor, trained: TrainedAE, x_val: np.ndarray,
+def calibrated_scorer(pre: Preprocessor, trained: TrainedAE, val: EncodedRows,
                       target_fpr: float) -> AutoencoderScorer:
     """Column weights and member scales from validation errors, then the threshold at ``target_fpr``."""
     members = export_layers(trained)
-    plain = NumpyAutoencoder(members, trained.params.activation, np.ones((len(members), x_val.shape[1])),
+    plain = NumpyAutoencoder(members, trained.params.activation, np.ones((len(members), pre.width)),
                              np.ones(len(members)))
-    recon = plain.reconstruct(x_val)
-    errors = (recon - x_val[None]) ** 2
+    errors = (plain.reconstruct(val) - val.dense()[None]) ** 2
     weights = np.stack([column_weights(e) for e in errors])
     scales = np.array([np.median(e @ w) for e, w in zip(errors, weights)])
     network = NumpyAutoencoder(members, trained.params.activation, weights, np.maximum(scales, 1e-12))
-    val_scores, _ = network.errors(x_val, per_column=False)
+    val_scores, _ = network.errors(val, explain=False)
     return AutoencoderScorer(pre, network, threshold_at_fpr(val_scores, target_fpr))

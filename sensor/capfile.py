@@ -1,11 +1,12 @@
 """Capture-file readers: classic pcap and pcapng (optionally gzip-compressed) -> chunks of frame locations.
 
-A reader never builds per-packet Python objects. It maps the file (or decompresses it into memory), walks
-the record headers with a tight loop that only collects *where* each record starts (the one inherently
-sequential step: each header says where the next one is), then pulls every header field out with numpy
-fancy indexing. A ``RecordChunk`` is a view of the file's bytes plus per-frame arrays (offset, caplen,
-wirelen, timestamp, interface): exactly what ``sensor.decode.decode_frames`` takes, with no copying of
-packet data.
+A reader never builds per-packet Python objects. It reads the file (through zlib when gzip-compressed) in
+blocks of ``READ_BLOCK`` bytes, walks the record headers of a block with a tight loop that only collects
+*where* each record starts (the one inherently sequential step: each header says where the next one is),
+then pulls every header field out with numpy fancy indexing. A record cut by the block boundary is carried
+over to the next block, so memory stays flat whatever the file size (a multi-GB capture, or a gzip one,
+costs a few MB). A ``RecordChunk`` is a block's bytes plus per-frame arrays (offset, caplen, wirelen,
+timestamp, interface): exactly what ``sensor.decode.decode_frames`` takes, with no copying of packet data.
 
 Damaged files are the normal case in the wild (the nDPI corpus has fuzzed ones on purpose), so record-level
 problems are *counted*, never raised, in ``RecordChunk.skips`` (reason -> count):
@@ -15,7 +16,8 @@ problems are *counted*, never raised, in ``RecordChunk.skips`` (reason -> count)
   place with the decode counts;
 - ``bad_record:header`` (incl_len or block length impossible: the rest of the file cannot be located),
   ``bad_record:interface`` (pcapng packet for an undeclared interface), ``cut_off_record`` (last record ends
-  past EOF): the reader cannot go on or the record has no usable bytes, so there is no row.
+  past EOF), ``cut_off_gzip`` (compressed stream ends early), ``corrupt_gzip`` (compressed stream damaged
+  after its start): the reader cannot go on or the record has no usable bytes, so there is no row.
 
 Only a file that is not a capture at all (unknown magic, too short, unreadable, bad gzip) raises
 ``CaptureError``, whose message is one line for the CLI.
@@ -23,7 +25,6 @@ Only a file that is not a capture at all (unknown magic, too short, unreadable, 
 
 from __future__ import annotations
 
-import mmap
 import struct
 import sys
 import zlib
@@ -39,6 +40,10 @@ MAX_RECORD_LEN = 262144
 # Largest believable orig_len: GSO/BIG TCP frames reach ~185 KB; beyond this the header is garbage.
 MAX_WIRE_LEN = 1 << 18
 MAX_TS_OFFSET_S = 10**10  # if_tsoffset beyond ~300 years is a corrupt option
+# Bytes read (decompressed) per step: large enough to amortise the per-block work, small enough that peak
+# memory does not depend on the file size. Must exceed the largest record/block (MAX_RECORD_LEN + 4096).
+READ_BLOCK = 4 << 20
+GZIP_INPUT = 1 << 20  # compressed bytes fed to zlib per step
 
 PCAP_MAGICS = {  # first four bytes -> (struct byte order, timestamp fraction units per second)
     b"\xd4\xc3\xb2\xa1": ("<", 1_000_000),
@@ -62,7 +67,7 @@ class CaptureError(Exception):
 class RecordChunk:
     """Locations of up to ``batch_size`` consecutive frames inside ``buf`` (all arrays have one row per frame)."""
 
-    buf: np.ndarray  # uint8 view of the file's bytes (shared by all chunks of a file)
+    buf: np.ndarray  # uint8 view of the block of the file holding these frames (offsets index it)
     offsets: np.ndarray  # int64: where each frame's data starts in buf
     caplens: np.ndarray  # uint32: bytes captured
     wirelens: np.ndarray  # uint32: bytes on the wire
@@ -84,41 +89,68 @@ class _Interface:
     offset_s: int  # if_tsoffset
 
 
-def load_bytes(path: str | Path) -> tuple[np.ndarray, bool]:
-    """The file's bytes as a read-only uint8 array, and whether a gzip stream was cut off.
+class _ByteStream:
+    """The file's bytes in order, inflated on the fly when it is gzip-compressed (several members too, as
+    gzip(1) concatenates them). Damage after the start is counted in ``problems``, never raised."""
 
-    Plain files are memory-mapped (a multi-GB capture stays out of the heap); gzip cannot be mapped, so it
-    is inflated once. A gzip file cut off mid-stream (a copy still in progress) yields what it holds.
-    """
-    path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(2)
-            if head == GZIP_MAGIC:
-                fh.seek(0)
-                return _gunzip(path, fh.read())
-            if not head:
-                return np.zeros(0, dtype=np.uint8), False
-            mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-    except OSError as exc:
-        raise CaptureError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    return np.frombuffer(mm, dtype=np.uint8), False
-
-
-def _gunzip(path: Path, data: bytes) -> tuple[np.ndarray, bool]:
-    parts: list[bytes] = []
-    while data:  # several gzip members in one file are concatenated, as gzip(1) does
-        inflater = zlib.decompressobj(wbits=31)
+    def __init__(self, path: Path) -> None:
+        self.path = path
         try:
-            parts.append(inflater.decompress(data))
+            self._fh = open(path, "rb")
+            self.gzip = self._fh.read(2) == GZIP_MAGIC
+            self._fh.seek(0)
+        except OSError as exc:
+            raise CaptureError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        self._inflater = zlib.decompressobj(wbits=31) if self.gzip else None
+        self._input = b""  # compressed bytes not yet given to the inflater
+        self._produced = 0
+        self.problems: Counter = Counter()
+
+    def __enter__(self) -> _ByteStream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._fh.close()
+
+    def read(self, n: int) -> bytes:
+        """Up to ``n`` bytes; fewer only at the end of the (decompressed) file."""
+        try:
+            if not self.gzip:
+                return self._fh.read(n)
+            parts, have = [], 0
+            while have < n and self._inflater is not None:
+                out = self._inflate(n - have)
+                parts.append(out)
+                have += len(out)
+            self._produced += have
+            return b"".join(parts)
+        except OSError as exc:
+            raise CaptureError(f"{self.path}: cannot read ({exc.strerror or exc})") from None
+
+    def _inflate(self, want: int) -> bytes:
+        if not self._input:
+            self._input = self._fh.read(GZIP_INPUT)
+            if not self._input:  # end of the file: take what zlib still holds
+                out = self._inflater.flush()
+                if not self._inflater.eof:
+                    self.problems["cut_off_gzip"] += 1  # a copy still in progress: yield what it holds
+                self._inflater = None
+                return out
+        try:
+            out = self._inflater.decompress(self._input, want)
         except zlib.error as exc:
-            raise CaptureError(f"{path}: corrupt gzip file ({exc})") from None
-        if not inflater.eof:
-            return np.frombuffer(b"".join(parts), dtype=np.uint8), True
-        data = inflater.unused_data
-        if data[:2] != GZIP_MAGIC:
-            break  # trailing padding after the last member
-    return np.frombuffer(b"".join(parts), dtype=np.uint8), False
+            if not self._produced:
+                raise CaptureError(f"{self.path}: corrupt gzip file ({exc})") from None
+            self.problems["corrupt_gzip"] += 1
+            self._inflater = None
+            return b""
+        self._input = self._inflater.unconsumed_tail
+        if self._inflater.eof:
+            # Past the member's end zlib reports the rest as unused_data (unconsumed_tail repeats it).
+            self._input = self._inflater.unused_data or self._fh.read(GZIP_INPUT)
+            # Another member follows, or the file ends (anything else is trailing padding).
+            self._inflater = zlib.decompressobj(wbits=31) if self._input[:2] == GZIP_MAGIC else None
+        return out
 
 
 class CaptureFile:
@@ -126,25 +158,43 @@ class CaptureFile:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.buf, self.gzip_cut_off = load_bytes(self.path)
-        head = self.buf[:4].tobytes()
-        if head in PCAP_MAGICS:
-            if len(self.buf) < 24:
-                raise CaptureError(f"{self.path}: pcap file header cut off ({len(self.buf)} bytes)")
+        with _ByteStream(self.path) as stream:
+            head = stream.read(28)
+        if head[:4] in PCAP_MAGICS:
+            if len(head) < 24:
+                raise CaptureError(f"{self.path}: pcap file header cut off ({len(head)} bytes)")
             self.format = "pcap"
-        elif head == PCAPNG_SHB:
-            if len(self.buf) < 28:
-                raise CaptureError(f"{self.path}: pcapng section header cut off ({len(self.buf)} bytes)")
+        elif head[:4] == PCAPNG_SHB:
+            if len(head) < 28:
+                raise CaptureError(f"{self.path}: pcapng section header cut off ({len(head)} bytes)")
             self.format = "pcapng"
         else:
-            what = "empty file" if len(self.buf) == 0 else f"unknown magic 0x{head.hex()}"
+            what = "empty file" if not head else f"unknown magic 0x{head[:4].hex()}"
             raise CaptureError(f"{self.path}: not a pcap or pcapng capture ({what})")
 
     def chunks(self, batch_size: int = 65536) -> Iterator[RecordChunk]:
+        """Chunks of up to ``batch_size`` frames (fewer at block ends), read lazily; each call rereads."""
         reader = _pcap_chunks if self.format == "pcap" else _pcapng_chunks
-        yield from reader(self.buf, batch_size)
-        if self.gzip_cut_off:
-            yield _skips_only(self.buf, Counter({"cut_off_gzip": 1}))
+        with _ByteStream(self.path) as stream:
+            yield from reader(_Blocks(stream), batch_size)
+            if stream.problems:
+                yield _skips_only(np.zeros(0, np.uint8), Counter(stream.problems))
+
+
+class _Blocks:
+    """The current block of a stream as a uint8 array, refilled with the unread tail carried over."""
+
+    def __init__(self, stream: _ByteStream) -> None:
+        self._stream = stream
+        data = stream.read(READ_BLOCK)
+        self.eof = len(data) < READ_BLOCK
+        self.buf = np.frombuffer(data, dtype=np.uint8)
+
+    def refill(self, keep_from: int) -> None:
+        """Drop the bytes before ``keep_from`` and append the next block (offsets restart at 0)."""
+        more = self._stream.read(READ_BLOCK)
+        self.eof = len(more) < READ_BLOCK
+        self.buf = np.frombuffer(self.buf[keep_from:].tobytes() + more, dtype=np.uint8)
 
 
 # ---------------------------------------------------------------------------------------------- classic pcap
@@ -165,54 +215,65 @@ def _u32_reader(buf: np.ndarray, order: str):
 
 
 def _raw(buf: np.ndarray):
-    """The object under ``buf`` for ``struct``: an mmap or bytes is much faster to unpack from than a view."""
-    base = buf.base.obj if isinstance(buf.base, memoryview) else buf.base
-    if isinstance(base, (bytes, mmap.mmap)) and len(base) == len(buf):
+    """The object under ``buf`` for ``struct``: bytes are much faster to unpack from than a view."""
+    base = buf.base
+    if isinstance(base, bytes) and len(base) == len(buf):
         return base
     return memoryview(buf)
 
 
-def _pcap_chunks(buf: np.ndarray, batch_size: int) -> Iterator[RecordChunk]:
+def _pcap_chunks(blocks: _Blocks, batch_size: int) -> Iterator[RecordChunk]:
+    buf = blocks.buf
     order, units = PCAP_MAGICS[buf[:4].tobytes()]
     _, _, _, _, snaplen, linktype_field = struct.unpack_from(order + "HHiIII", buf[:24].tobytes(), 4)
     # The upper bits of the link-type field carry FCS info (pcap-savefile(5)); the type is the low 16 bits.
     linktype = linktype_field & 0xFFFF
     u32 = np.dtype(order + "u4")
-    read_u32 = _u32_reader(buf, order)
-    end = len(buf)
     off = 24
-    while off < end:
+    while True:
+        buf = blocks.buf
+        read_u32 = _u32_reader(buf, order)
+        end = len(buf)
         starts: list[int] = []
         append = starts.append
         # The sequential walk: only the next offset is computed per record; header sanity is checked
-        # vectorized afterwards (a corrupt length just sends the walk off course until the check below).
+        # vectorized afterwards. It stops at the first record not wholly inside the block.
         for _ in range(batch_size):
             if off + 16 > end:
                 break
+            nxt = off + 16 + read_u32(off + 8)
+            if nxt > end:
+                break
             append(off)
-            off += 16 + read_u32(off + 8)
+            off = nxt
         skips: Counter = Counter()
+        stop = False
         pos = np.asarray(starts, dtype=np.int64)
-        if len(pos):
-            hdr = _take_rows(buf, pos, 16).reshape(-1).view(u32).reshape(-1, 4)
-            incl = hdr[:, 2].astype(np.int64)
-            broken = np.flatnonzero(incl > MAX_RECORD_LEN)
-            if len(broken):  # the next header cannot be located: everything from here on is lost
-                skips["bad_record:header"] += 1
-                pos, hdr, incl, off = pos[: broken[0]], hdr[: broken[0]], incl[: broken[0]], end
-            if len(pos) and pos[-1] + 16 + incl[-1] > end:
-                skips["cut_off_record"] += 1
-                pos, hdr, incl, off = pos[:-1], hdr[:-1], incl[:-1], end
-        else:
-            hdr, incl = np.zeros((0, 4), u32), np.zeros(0, np.int64)
-        if end - 16 < off < end:
-            skips["cut_off_record"] += 1  # trailing bytes too short for a record header
-            off = end
+        hdr = _take_rows(buf, pos, 16).reshape(-1).view(u32).reshape(-1, 4) if len(pos) else np.zeros((0, 4), u32)
+        incl = hdr[:, 2].astype(np.int64)
+        broken = np.flatnonzero(incl > MAX_RECORD_LEN)
+        if len(broken):  # the next header cannot be located: everything from here on is lost
+            pos, hdr, incl, stop = pos[: broken[0]], hdr[: broken[0]], incl[: broken[0]], True
+        elif len(starts) < batch_size:  # the walk reached the end of the block
+            if off + 16 <= end and read_u32(off + 8) > MAX_RECORD_LEN:
+                stop = True
+            elif blocks.eof:
+                if off < end:
+                    skips["cut_off_record"] += 1  # last record (or its header) ends past EOF
+                stop = True
+        if stop and (len(broken) or off + 16 <= end and read_u32(off + 8) > MAX_RECORD_LEN):
+            skips["bad_record:header"] += 1
         sec, frac, orig = (hdr[:, i].astype(np.int64) for i in (0, 1, 3))
         ts_ns = sec * 1_000_000_000 + frac * (1_000_000_000 // units)
         n = len(pos)
-        yield _make_chunk(buf, pos + 16, incl, orig, ts_ns, np.full(n, linktype, np.uint16),
-                          np.zeros(n, np.uint16), np.full(n, snaplen, np.int64), skips)
+        if n or skips:
+            yield _make_chunk(buf, pos + 16, incl, orig, ts_ns, np.full(n, linktype, np.uint16),
+                              np.zeros(n, np.uint16), np.full(n, snaplen, np.int64), skips)
+        if stop:
+            return
+        if len(starts) < batch_size:
+            blocks.refill(off)
+            off = 0
 
 
 def _take_rows(buf: np.ndarray, pos: np.ndarray, width: int) -> np.ndarray:
@@ -273,16 +334,17 @@ def _parse_idb(raw: memoryview, off: int, blen: int, order: str) -> _Interface:
     return _Interface(linktype, snaplen, max(units, 1), offset_s)
 
 
-def _pcapng_chunks(buf: np.ndarray, batch_size: int) -> Iterator[RecordChunk]:
-    raw = _raw(buf)
-    end = len(buf)
+def _pcapng_chunks(blocks: _Blocks, batch_size: int) -> Iterator[RecordChunk]:
     off = 0
     order = "<"
     head = struct.Struct("<III").unpack_from  # block type, block length, EPB interface id
     interfaces: list[_Interface] = []  # every IDB of the file in order; link_id indexes this
     section_base = 0  # index in `interfaces` of the current section's interface 0
     max_block = MAX_RECORD_LEN + 4096
-    while off < end:
+    while True:
+        buf = blocks.buf
+        raw = _raw(buf)
+        end = len(buf)
         offsets: list[int] = []  # packet blocks of this chunk
         ifaces: list[int] = []  # their interface, as an index into `interfaces`
         special: list[tuple[int, int]] = []  # (row, block type) of the rare OPB/SPB rows
@@ -290,6 +352,7 @@ def _pcapng_chunks(buf: np.ndarray, batch_size: int) -> Iterator[RecordChunk]:
         skips: Counter = Counter()
         add_off, add_iface = offsets.append, ifaces.append
         left = batch_size
+        stop = False
         while off + 12 <= end:
             btype, blen, iface = head(raw, off)
             # Fast path: a well-formed EPB for a declared interface (nearly every block of a capture).
@@ -303,25 +366,27 @@ def _pcapng_chunks(buf: np.ndarray, batch_size: int) -> Iterator[RecordChunk]:
                     break
                 continue
             if btype == _SHB:  # the type reads the same in both byte orders
-                bom = struct.unpack_from("<I", raw, off + 8)[0] if off + 12 <= end else 0
+                bom = struct.unpack_from("<I", raw, off + 8)[0]
                 if bom not in (BYTE_ORDER_MAGIC, 0x4D3C2B1A):
                     skips["bad_record:header"] += 1
-                    off = end
+                    stop = True
                     break
                 order = "<" if bom == BYTE_ORDER_MAGIC else ">"
                 head = struct.Struct(order + "III").unpack_from
                 btype, blen, iface = head(raw, off)
-                section_base = len(interfaces)
-                swapped_from.append((len(offsets), order == ">"))
             if blen < 12 or blen & 3 or blen > max_block:
                 skips["bad_record:header"] += 1
-                off = end
+                stop = True
                 break
             if off + blen > end:
-                skips["cut_off_record"] += 1
-                off = end
-                break
-            if btype == _IDB and blen >= 20:
+                if blocks.eof:
+                    skips["cut_off_record"] += 1
+                    stop = True
+                break  # else: the block continues in the next read
+            if btype == _SHB:
+                section_base = len(interfaces)
+                swapped_from.append((len(offsets), order == ">"))
+            elif btype == _IDB and blen >= 20:
                 interfaces.append(_parse_idb(raw, off, blen, order))
             elif btype in (_EPB, _OPB, _SPB):
                 if btype == _OPB:
@@ -341,13 +406,19 @@ def _pcapng_chunks(buf: np.ndarray, batch_size: int) -> Iterator[RecordChunk]:
             off += blen
             if not left:
                 break
-        if end - 12 < off < end:
-            skips["cut_off_record"] += 1
-            off = end
+        if left and not stop and blocks.eof:
+            if off < end:
+                skips["cut_off_record"] += 1  # trailing bytes too short for a block header
+            stop = True
         if offsets:
             yield _pcapng_chunk(buf, offsets, ifaces, special, swapped_from, interfaces, skips)
         elif skips:
             yield _skips_only(buf, skips)
+        if stop:
+            return
+        if left:
+            blocks.refill(off)
+            off = 0
 
 
 def _pcapng_chunk(buf: np.ndarray, offsets: list[int], ifaces: list[int], special: list[tuple[int, int]],

@@ -87,7 +87,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("model.activation", str, "relu", "Hidden-layer activation.", choices=("relu", "tanh", "elu", "selu")),
     Option("model.dropout", float, 0.0, "Dropout rate after each hidden layer.", min=0.0, max=0.9),
     Option("model.noise_stddev", float, 0.0, "Gaussian input noise (denoising autoencoder); 0 = off.", min=0.0),
-    Option("model.ensemble", int, 3, "Autoencoders trained side by side (different seeds); scores averaged.",
+    Option("model.ensemble", int, 1, "Autoencoders trained side by side (different seeds); scores averaged.",
            min=1, max=32),
     Option("model.scaling", str, "standard", "Numeric feature scaling after log1p of counts and bytes.",
            choices=("standard", "robust")),
@@ -106,6 +106,9 @@ OPTIONS: tuple[Option, ...] = (
            "Column holding the label in labelled inputs; unlabelled input is taken as baseline."),
     Option("model.normal_labels", list, ["normal", "benign", "Benign"],
            "Label values that count as normal traffic.", item_type=str),
+    Option("model.ignore_labels", list, ["Background", "background"],
+           "Label values that are neither normal nor attack (Stratosphere's unverified background traffic): "
+           "left out of training and of evaluation metrics.", item_type=str),
     Option("model.top_features", int, 3, "Features named in each score's explanation.", min=1, max=28),
 )
 

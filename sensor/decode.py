@@ -12,9 +12,14 @@ could not be decoded with the reason in ``malformed``; fields of the layers deco
 filled (a truncated TCP header still has its addresses); reasons are ``sensor.packets.Malformed`` codes.
 
 Link types: Ethernet (1), Linux SLL (113) and SLL2 (276), raw IP (101, 12, 14, 228, 229), BSD null (0, host
-byte order) and OpenBSD loop (108), PPP (9) and Cisco HDLC (104). Reasons:
+byte order) and OpenBSD loop (108), PPP (9) and Cisco HDLC (104), 802.11 (105) and radiotap (127) data
+frames with LLC/SNAP. Tunnels are unwrapped as Zeek does (GRE incl. ERSPAN I/II/III, transparent Ethernet
+bridging and PPTP; IP-in-IP; GTP-U; VXLAN): the rows carrying one are decoded again from the inner header,
+as one more layer over the rows, up to ``MAX_TUNNEL_DEPTH``. A GRE/IP-in-IP row becomes the inner packet;
+a GTP/VXLAN frame keeps its outer UDP row and gets an extra inner row right after it (``tunnel`` column,
+``sensor.packets.frame_rows``). Reasons:
 
-- UNKNOWN_LINKTYPE: link type not decoded (802.11, radiotap, PPI ...); the row is kept so it is counted.
+- UNKNOWN_LINKTYPE: link type not decoded (PPI, Prism ...); the row is kept so it is counted.
 - TRUNCATED_LINK: frame shorter than its link header or an encapsulation header, or deeper than
   ``MAX_ENCAP_LAYERS`` tags.
 - NON_IP: ARP, LLDP, 802.3/LLC, PPP control ...: not an error; ``ethertype`` says what it was.
@@ -602,7 +607,8 @@ def _decode(buf: np.ndarray, start: np.ndarray, end: np.ndarray, wire_end: np.nd
 
 def decode_frames(buf: np.ndarray, offsets: np.ndarray, caplens: np.ndarray, wirelens: np.ndarray,
                   ts_ns: np.ndarray, linktypes: np.ndarray | int, link_ids: np.ndarray | int = 0) -> np.ndarray:
-    """Decode the frames at ``buf[offsets[i] : offsets[i] + caplens[i]]`` into a batch, one row per frame.
+    """Decode the frames at ``buf[offsets[i] : offsets[i] + caplens[i]]`` into a batch, one row per frame in
+    order, plus one row after its frame for each packet found inside a UDP tunnel (GTP-U, VXLAN).
 
     ``buf`` is any uint8 array holding the frames (a mapped capture file, a TPACKET_V3 ring block); nothing
     is copied out of it but header bytes. Never raises on frame content: problems land in ``malformed``.

@@ -35,6 +35,7 @@ KDD_EXTRA_COLUMNS: tuple[str, ...] = ("src_ip", "src_port", "dst_ip", "dst_port"
 # Features that are whole numbers by definition: written without a decimal point.
 INTEGER_FEATURES = frozenset({"src_bytes", "dst_bytes", "land", "wrong_fragment", "urgent", "count",
                               "srv_count", "dst_host_count", "dst_host_srv_count"})
+SMALL_INTEGERS = 4096  # integer columns below this are formatted through a lookup table
 
 
 def _fixed(x: float) -> str:
@@ -52,16 +53,20 @@ def _formatted(values: np.ndarray, fmt: Callable[[Any], str]) -> list[str]:
     so this is a sort instead of a Python call per cell)."""
     if len(values) == 0:
         return []
+    if values.dtype.kind == "i" and 0 <= values.min() and values.max() < SMALL_INTEGERS:  # counts: no sort
+        return np.array([fmt(v) for v in range(int(values.max()) + 1)], dtype=object)[values].tolist()
     distinct, index = np.unique(values, return_inverse=True)
     texts = np.array([fmt(v) for v in distinct.tolist()], dtype=object)
     return texts[index.reshape(-1)].tolist()
 
 
-def _quoted(text: str) -> str:
-    """A free-text cell (label, file name) as the csv module writes it: quoted only where it must be."""
-    if any(c in text for c in ',"\r\n'):
-        return '"' + text.replace('"', '""') + '"'
-    return text
+def _quoted(texts: list[str]) -> list[str]:
+    """Free-text cells (labels, ids) as the csv module writes them: quoted only where they must be. One
+    scan of the whole column decides; addresses, ports and names never need it."""
+    joined = "".join(texts)
+    if not any(c in joined for c in ',"\r\n'):
+        return texts
+    return ['"' + t.replace('"', '""') + '"' if any(c in t for c in ',"\r\n') else t for t in texts]
 
 
 def _column_text(table: FeatureTable, name: str) -> list[str]:
@@ -83,12 +88,16 @@ def _id_columns(table: FeatureTable) -> list[str]:
     return list(table.ids[0]) if table.ids else []
 
 
-def _cell(value: object) -> str:
-    return _fixed(value) if isinstance(value, float) else _quoted(str(value))
+def _id_column(table: FeatureTable, key: str) -> list[str]:
+    """One id column as text: times to 6 decimals, the rest as is; empty where a row lacks it."""
+    if not table.ids:
+        return [""] * len(table)
+    values = [i.get(key, "") for i in table.ids]
+    return _quoted([_fixed(v) if isinstance(v, float) else str(v) for v in values])
 
 
 def _label_column(table: FeatureTable) -> list[str]:
-    return [_quoted(str(v)) for v in table.labels]
+    return _quoted([str(v) for v in table.labels])
 
 
 def _write_rows(fh: IO[str], cols: list[list[str]]) -> None:
@@ -100,7 +109,7 @@ def write_kdd(table: FeatureTable, fh: IO[str]) -> None:
     cols = _feature_columns(table)
     n = len(table)
     for key in ("orig_h", "orig_p", "resp_h", "resp_p"):
-        cols.append([_quoted(str(i.get(key, ""))) for i in table.ids] if table.ids else [""] * n)
+        cols.append(_id_column(table, key))
     if table.ids and all("ts" in i for i in table.ids):
         ends = np.array([i["ts"] for i in table.ids], dtype=np.float64) + table.features["duration"]
         cols.append(_formatted(ends, _fixed))
@@ -122,7 +131,7 @@ def write_csv(table: FeatureTable, fh: IO[str], header: tuple[list[str], bool] |
     id_names, labelled = header or _csv_header(table)
     if header is None:
         fh.write(",".join(id_names + list(FEATURE_NAMES) + (["label"] if labelled else [])) + "\n")
-    cols = [[_cell(i.get(k, "")) for i in table.ids] if table.ids else [""] * len(table) for k in id_names]
+    cols = [_id_column(table, k) for k in id_names]
     cols += _feature_columns(table)
     if labelled:
         cols.append(_label_column(table) if table.labels is not None else [""] * len(table))

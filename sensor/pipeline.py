@@ -5,10 +5,11 @@ number, a Zeek conn.log by its ``#separator`` header or JSON lines with ``id.ori
 file by its comma-separated rows of 42 or 43 columns with a protocol name in the second. Each input gets
 fresh traffic windows: separate files are separate observation periods.
 
-Streaming: ``iter_input`` yields an input's rows chunk by chunk as the tracker (or the conn.log reader)
-emits connections, so memory stays flat with the input's size; ``load_input`` is the whole input at once.
-Rows come in the order connections were emitted (a capture: as the tracker finished them, then those still
-open at the end in start order; a conn.log: its line order), the same order either way.
+Streaming: ``iter_input`` yields a capture's rows chunk by chunk as the tracker emits connections, so
+memory stays flat with the capture's size (a conn.log is read whole: see ``_conn_log_records``);
+``load_input`` is the whole input at once. Rows come in the order connections were emitted (a capture: as
+the tracker finished them, then those still open at the end in start order; a conn.log: its line order),
+the same order either way, and the same values: the windows see every connection in end order.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 
 from features.records import ConnectionRecord
@@ -35,7 +35,7 @@ CAPTURE_MAGICS = (
 )
 PCAP_RECORD_HEADER = 16
 _SNIFF_BYTES = 65536
-CONN_LOG_CHUNK = 16384  # conn.log records per chunk when streaming
+WINDOW_GROUP = 32768  # connections whose window features are computed together (see FeatureBuilder.min_group)
 
 
 class InputError(Exception):
@@ -163,23 +163,17 @@ def _head_is_gzip(path: Path) -> bool:
 
 
 def _conn_log_records(path: Path) -> Iterator[tuple[list[ConnectionRecord], float]]:
-    """conn.log records in chunks, each with its watermark: Zeek writes a connection when it is removed
-    (at most one timeout after its last packet) and logs sorted by start time only get later starts, so no
-    later line ends before the latest start seen minus the longest timeout."""
-    from features.tracker import TrackerSettings
-    from features.zeeklog import ConnLogError, iter_conn_log
+    """All records of a conn.log as one chunk. Its lines come in no order a watermark could rely on (Zeek
+    writes a connection when it is removed, logs are rotated and merged: the labelled stratosphere logs
+    have lines ending up to an hour before lines above them), so the whole log is sorted by end time."""
+    from features.zeeklog import ConnLogError, read_conn_log
 
-    horizon = _horizon(TrackerSettings())
     skips = SkipCounter("sensor.pipeline", "conn.log lines")
-    lines = iter_conn_log(path, lambda reason, line: skips.add(reason, file=str(path), line=line))
-    latest = -math.inf
     try:
-        while chunk := list(islice(lines, CONN_LOG_CHUNK)):
-            latest = max(latest, max(r.ts for r in chunk))
-            yield chunk, latest - horizon
+        records = read_conn_log(path, lambda reason, line: skips.add(reason, file=str(path), line=line))
     except ConnLogError as exc:
         raise InputError(str(exc)) from None
-    yield [], math.inf
+    yield records, math.inf
 
 
 def records_from_conn_log(path: str | Path) -> list[ConnectionRecord]:
@@ -201,7 +195,7 @@ def iter_input(path: str | Path, cfg) -> Iterator[InputData]:
             yield InputData(table, None)
         return
     path = Path(path)
-    builder = FeatureBuilder.from_config(cfg)
+    builder = FeatureBuilder.from_config(cfg, WINDOW_GROUP)
     chunks = _capture_records(path, cfg) if kind == "capture" else _conn_log_records(path)
     held: list[ConnectionRecord] = []  # records whose rows the builder has not returned yet
     for records, watermark in chunks:

@@ -8,7 +8,8 @@ types (``unknown_linktype:127``). ``non_ip`` frames (ARP, LLDP ...) are not skip
 ``sensor.stats.CaptureStats`` under the network protocol.
 
 Rows are never dropped: frames of unknown link types and bad records stay in the batch with their
-``malformed`` code, so a batch's row count is the number of records read and every count is in one place.
+``malformed`` code, so every count is in one place: a batch has one row per record read, plus one row per
+packet found inside a UDP tunnel (GTP-U, VXLAN; see ``sensor.packets.frame_rows``).
 Consumers select ``batch[batch["malformed"] == 0]`` (or also keep NON_IP rows) as they need.
 """
 
@@ -23,7 +24,7 @@ import numpy as np
 from sensor.capfile import CaptureError, CaptureFile
 from sensor.decode import decode_frames
 from sensor.logs import SkipCounter
-from sensor.packets import Malformed
+from sensor.packets import Malformed, frame_rows
 
 __all__ = ["CaptureError", "FileSource", "open_source", "count_malformed"]
 
@@ -77,10 +78,16 @@ class FileSource:
                 self._skips.add(reason, n, **context)
             if not len(chunk):
                 continue
-            batch = decode_frames(chunk.buf, chunk.offsets, chunk.caplens, chunk.wirelens, chunk.ts_ns,
+            bad = chunk.bad.any()
+            # A bad record is decoded as an empty frame (so it yields exactly one row, no tunnel rows), then
+            # gets its real caplen back and the BAD_RECORD mark.
+            caplens = np.where(chunk.bad, 0, chunk.caplens) if bad else chunk.caplens
+            batch = decode_frames(chunk.buf, chunk.offsets, caplens, chunk.wirelens, chunk.ts_ns,
                                   chunk.linktypes, chunk.link_ids)
-            if chunk.bad.any():
-                batch["malformed"][chunk.bad] = Malformed.BAD_RECORD
+            if bad:
+                rows = np.flatnonzero(frame_rows(batch))[chunk.bad]
+                batch["malformed"][rows] = Malformed.BAD_RECORD
+                batch["caplen"][rows] = chunk.caplens[chunk.bad]
             count_malformed(batch, self._skips, **context)
             yield batch
 

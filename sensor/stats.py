@@ -13,9 +13,11 @@ from datetime import datetime, timezone
 import numpy as np
 
 from sensor.decode import ETH_ARP, LINKTYPE_NAMES
-from sensor.packets import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Malformed
+from sensor.packets import (IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, TUNNEL_GRE, TUNNEL_GTP,
+                            TUNNEL_IPIP, TUNNEL_VXLAN, Malformed, frame_rows)
 
 TRANSPORT_NAMES = {IPPROTO_TCP: "tcp", IPPROTO_UDP: "udp", IPPROTO_ICMP: "icmp", IPPROTO_ICMPV6: "icmpv6"}
+TUNNEL_NAMES = {TUNNEL_GRE: "gre", TUNNEL_IPIP: "ip_in_ip", TUNNEL_GTP: "gtp", TUNNEL_VXLAN: "vxlan"}
 # Rows that reached the IP layer: their proto is meaningful even if a later layer was malformed.
 _IP_DECODED = (Malformed.OK, Malformed.BAD_IP_LENGTH, Malformed.TRUNCATED_EXT_HEADER,
                Malformed.TRUNCATED_TRANSPORT)
@@ -37,12 +39,19 @@ class CaptureStats:
         self.network: Counter[str] = Counter()
         self.transport: Counter[int] = Counter()
         self.skipped: Counter[str] = Counter()
+        self.tunneled: Counter[str] = Counter()  # packets found inside each tunnel type
         self.first_ns: int | None = None
         self.last_ns: int | None = None
 
     def update(self, batch: np.ndarray) -> None:
         if not len(batch):
             return
+        tunnel = batch["tunnel"]
+        if tunnel.any():
+            self.tunneled.update({name: int(np.count_nonzero(tunnel & bit)) for bit, name in TUNNEL_NAMES.items()})
+            # Inner rows of UDP tunnels are not frames: the frame is counted by its outer UDP row. (A GRE or
+            # IP-in-IP frame's one row describes the inner packet, so it counts under the inner protocols.)
+            batch = batch[frame_rows(batch)]
         self.packets += len(batch)
         self.bytes_wire += int(batch["wirelen"].sum(dtype=np.int64))
         self.bytes_captured += int(batch["caplen"].sum(dtype=np.int64))
@@ -67,6 +76,7 @@ class CaptureStats:
     def merge(self, other: CaptureStats) -> None:
         """Fold another summary in (the ``total`` of several inputs)."""
         self.packets += other.packets
+        self.tunneled.update(other.tunneled)
         self.bytes_wire += other.bytes_wire
         self.bytes_captured += other.bytes_captured
         for mine, theirs in ((self.linktypes, other.linktypes), (self.interfaces, other.interfaces),
@@ -88,6 +98,7 @@ class CaptureStats:
             "interfaces": {str(k): v for k, v in sorted(self.interfaces.items())},
             "network": _sorted({k: v for k, v in self.network.items() if v}),
             "transport": _sorted({TRANSPORT_NAMES.get(k, str(k)): v for k, v in self.transport.items()}),
+            "tunneled": _sorted({k: v for k, v in self.tunneled.items() if v}),
             "skipped": _sorted(dict(self.skipped)),
             "skipped_total": sum(self.skipped.values()),
             "first_ts": _iso(self.first_ns),

@@ -12,12 +12,17 @@ from scapy.contrib.mpls import MPLS
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import (ICMPv6EchoRequest, IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment,
                                 IPv6ExtHdrHopByHop, IPv6ExtHdrRouting)
-from scapy.layers.l2 import ARP, CookedLinux, CookedLinuxV2, Dot1AD, Dot1Q, Ether
+from scapy.contrib.erspan import ERSPAN_I, ERSPAN_II, ERSPAN_III, ERSPAN_PlatformSpecific
+from scapy.contrib.gtp import GTP_U_Header, GTPPDUSessionContainer
+from scapy.layers.dot11 import Dot11, Dot11QoS, RadioTap
+from scapy.layers.l2 import ARP, GRE, GRE_PPTP, LLC, SNAP, CookedLinux, CookedLinuxV2, Dot1AD, Dot1Q, Ether
+from scapy.layers.vxlan import VXLAN
 from scapy.layers.ppp import PPP, PPPoE
 
 from sensor.capfile import CaptureError
 from sensor.decode import MAX_ENCAP_LAYERS, decode_frames
-from sensor.packets import PACKET_DTYPE, TCP_ACK, TCP_SYN, Malformed, frame_rows, halves_to_addr
+from sensor.packets import (PACKET_DTYPE, TCP_ACK, TCP_SYN, TUNNEL_GRE, TUNNEL_GTP, TUNNEL_IPIP,
+                            TUNNEL_VXLAN, Malformed, frame_rows, halves_to_addr)
 from sensor.sources import open_source
 from tests.scapy_oracle import expected, expected_rows
 
@@ -221,6 +226,142 @@ def test_too_deep_encapsulation_stack():
     assert one(bytes(ok))["malformed"] == M.OK
 
 
+# ------------------------------------------------------------------------------- tunnels and 802.11 links
+
+ETH = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")  # explicit: scapy would ARP for a dst MAC
+OUTER4 = IP(src="192.0.2.1", dst="192.0.2.2", ttl=9)
+OUTER6 = IPv6(src="2001:db8:f::1", dst="2001:db8:f::2")
+INNER_UDP4 = IP(src="10.0.0.1", dst="10.0.0.2", ttl=77) / UDP(sport=1234, dport=53) / b"dns?"
+# GRE and IP-in-IP: the inner packet replaces the outer row (Zeek logs no connection for the outer IP flow).
+REPLACING_TUNNELS = {
+    "gre-ipv4": (ETH / OUTER4 / GRE() / TCP4, TUNNEL_GRE),
+    "gre-key-seq-csum-ipv6": (ETH / OUTER4 / GRE(chksum_present=1, key_present=1, seqnum_present=1, key=7)
+                              / TCP6, TUNNEL_GRE),
+    "gre-over-ipv6": (ETH / OUTER6 / GRE() / TCP4, TUNNEL_GRE),
+    "gre-teb-vlan": (ETH / OUTER4 / GRE(proto=0x6558) / ETH / Dot1Q(vlan=42) / INNER_UDP4, TUNNEL_GRE),
+    "erspan-i": (ETH / OUTER4 / GRE() / ERSPAN_I() / ETH / TCP4, TUNNEL_GRE),
+    "erspan-ii": (ETH / OUTER4 / GRE(seqnum_present=1) / ERSPAN_II(vlan=5) / ETH / TCP4, TUNNEL_GRE),
+    "erspan-iii": (ETH / OUTER4 / GRE() / ERSPAN_III() / ETH / TCP6, TUNNEL_GRE),
+    "erspan-iii-platform": (ETH / OUTER4 / GRE() / ERSPAN_III(o=1) / ERSPAN_PlatformSpecific() / Ether()
+                            / TCP4, TUNNEL_GRE),
+    "pptp": (ETH / OUTER4 / GRE_PPTP(seqnum_present=1) / PPP(b"\xff\x03\x00\x21" + bytes(INNER_UDP4)),
+             TUNNEL_GRE),
+    "4in4": (ETH / IP(src="192.0.2.1", dst="192.0.2.2", proto=4) / TCP4, TUNNEL_IPIP),
+    "6in4": (ETH / IP(src="192.0.2.1", dst="192.0.2.2", proto=41) / TCP6, TUNNEL_IPIP),
+    "4in6": (ETH / IPv6(src="2001:db8:f::1", dst="2001:db8:f::2", nh=4) / TCP4, TUNNEL_IPIP),
+    "vlan-outer-gre": (ETH / Dot1Q(vlan=9) / OUTER4 / GRE() / TCP4, TUNNEL_GRE),
+}
+
+
+@pytest.mark.parametrize("case", REPLACING_TUNNELS, ids=str)
+def test_gre_and_ip_in_ip_rows_are_the_inner_packet(case):
+    pkt, bit = REPLACING_TUNNELS[case]
+    frame = bytes(pkt)
+    batch = decode(frame)
+    assert len(batch) == 1 and batch[0]["malformed"] == M.OK and batch[0]["tunnel"] == bit
+    assert batch[0]["caplen"] == len(frame)  # the frame's capture fields stay
+    assert batch[0]["sport"] in (40000, 1, 1234)
+    assert_matches_scapy(batch[0], frame, 1)  # the oracle follows the tunnel independently
+
+
+# UDP tunnels: the outer UDP row stays (Zeek logs that flow too) and the inner packet's row follows it.
+UDP_TUNNEL_CASES = {
+    "gtp-u": (ETH / OUTER4 / UDP(sport=2152, dport=2152) / GTP_U_Header(teid=5) / TCP4, TUNNEL_GTP),
+    "gtp-u-ipv6-inner": (ETH / OUTER4 / UDP(sport=2152, dport=2152) / GTP_U_Header() / TCP6, TUNNEL_GTP),
+    "gtp-u-ext-header": (ETH / OUTER4 / UDP(sport=2152, dport=2152) / GTP_U_Header(E=1, next_ex=0x85)
+                         / GTPPDUSessionContainer(type=1, QFI=3) / INNER_UDP4, TUNNEL_GTP),
+    "vxlan": (ETH / OUTER4 / UDP(sport=40000, dport=4789) / VXLAN(vni=10) / ETH / TCP4, TUNNEL_VXLAN),
+    "vxlan-over-ipv6": (ETH / OUTER6 / UDP(sport=4789, dport=4789) / VXLAN() / ETH / TCP6,
+                        TUNNEL_VXLAN),
+}
+
+
+@pytest.mark.parametrize("case", UDP_TUNNEL_CASES, ids=str)
+def test_udp_tunnels_add_the_inner_row_after_the_outer_row(case):
+    pkt, bit = UDP_TUNNEL_CASES[case]
+    frame = bytes(pkt)
+    batch = decode(bytes(ETH / TCP4), frame, bytes(ETH / TCP6))
+    assert len(batch) == 4 and frame_rows(batch).tolist() == [True, True, False, True]
+    assert batch["ts_ns"].tolist() == [0, 1, 1, 2] and (batch["malformed"] == M.OK).all()
+    outer, inner = batch[1], batch[2]
+    assert outer["proto"] == 17 and outer["tunnel"] == 0 and inner["tunnel"] == bit
+    rows = expected_rows(frame, 1)
+    assert len(rows) == 2
+    for row, exp in zip((outer, inner), rows):
+        assert {k: int(row[k]) for k in exp} == {k: int(v) for k, v in exp.items()}
+
+
+def test_tunnels_not_unwrapped_keep_the_outer_row():
+    cases = [ETH / OUTER4 / GRE(proto=0x880B) / (b"x" * 20),  # PPP in GRE version 0: not a Zeek tunnel
+             ETH / OUTER4 / UDP(sport=1, dport=2152) / GTP_U_Header(gtp_type=1) / b"echo",  # not a T-PDU
+             ETH / OUTER4 / UDP(sport=1, dport=4789) / VXLAN(flags=0) / ETH / TCP4]  # no I flag
+    batch = decode(*(bytes(p) for p in cases))
+    assert len(batch) == 3 and (batch["tunnel"] == 0).all() and (batch["malformed"] == M.OK).all()
+    assert batch["proto"].tolist() == [47, 17, 17]
+
+
+def test_tunnel_depth_is_limited_as_zeek_does():
+    nested = ETH / IP(src="1.1.1.1", dst="2.2.2.2") / IP(src="3.3.3.3", dst="4.4.4.4") / \
+        IP(src="5.5.5.5", dst="6.6.6.6") / TCP4
+    row = one(bytes(nested))
+    assert row["tunnel"] == TUNNEL_IPIP and row["proto"] == 4  # two levels unwrapped, the third stays
+    assert halves_to_addr(row["src_hi"], row["src_lo"]) == "5.5.5.5"
+
+
+def test_gtp_inside_gre_marks_both_tunnels():
+    frame = bytes(ETH / OUTER4 / GRE() / IP(src="1.1.1.1", dst="2.2.2.2") / UDP(sport=2152, dport=2152)
+                  / GTP_U_Header() / TCP4)
+    batch = decode(frame)
+    assert batch["tunnel"].tolist() == [TUNNEL_GRE, TUNNEL_GRE | TUNNEL_GTP]
+    assert batch["proto"].tolist() == [17, 6] and frame_rows(batch).tolist() == [True, False]
+
+
+@pytest.mark.parametrize("case", [*REPLACING_TUNNELS.values(), *UDP_TUNNEL_CASES.values()],
+                         ids=[*REPLACING_TUNNELS, *UDP_TUNNEL_CASES])
+def test_tunnel_truncation_at_every_byte(case):
+    frame = bytes(case[0])
+    cuts = [frame[:k] for k in range(len(frame))]
+    batch = decode(*cuts)  # one batch: rows of different frames must not mix
+    assert frame_rows(batch).sum() == len(cuts)
+    assert set(batch["malformed"].tolist()) <= {int(m) for m in M if m not in (M.UNKNOWN_LINKTYPE, M.BAD_RECORD)}
+    full = decode(frame)
+    assert (full["malformed"] == M.OK).all()
+
+
+DOT11_IP = LLC(dsap=0xAA, ssap=0xAA, ctrl=3) / SNAP(OUI=0, code=0x0800) / INNER_UDP4
+WLAN_CASES = {
+    "data": (Dot11(type=2, subtype=0, FCfield=1) / DOT11_IP, M.OK),
+    "qos-data": (Dot11(type=2, subtype=8, FCfield=2) / Dot11QoS() / DOT11_IP, M.OK),
+    "four-address": (Dot11(type=2, subtype=0, FCfield=3, addr4="00:11:22:33:44:55") / DOT11_IP,
+                     M.OK),
+    "ipv6": (Dot11(type=2) / LLC(dsap=0xAA, ssap=0xAA, ctrl=3) / SNAP(OUI=0, code=0x86DD) / TCP6, M.OK),
+    "beacon": (Dot11(type=0, subtype=8) / (b"\0" * 40), M.NON_IP),
+    "null-data": (Dot11(type=2, subtype=4) / (b"\0" * 10), M.NON_IP),
+    "protected-qos": (Dot11(type=2, subtype=8, FCfield=0x40) / Dot11QoS() / DOT11_IP, M.NON_IP),
+    "arp": (Dot11(type=2) / LLC(dsap=0xAA, ssap=0xAA, ctrl=3) / SNAP(OUI=0, code=0x0806) / ARP(), M.NON_IP),
+}
+
+
+@pytest.mark.parametrize("case", WLAN_CASES, ids=str)
+@pytest.mark.parametrize("radiotap", [False, True], ids=["802.11", "radiotap"])
+def test_802_11_and_radiotap(case, radiotap):
+    pkt, reason = WLAN_CASES[case]
+    frame, linktype = (bytes(RadioTap() / pkt), 127) if radiotap else (bytes(pkt), 105)
+    row = one(frame, linktype)
+    assert row["malformed"] == reason
+    if reason == M.OK:
+        assert_matches_scapy(row, frame, linktype)
+
+
+def test_802_11_truncation_at_every_byte():
+    frame = bytes(RadioTap() / WLAN_CASES["qos-data"][0])
+    codes = decode(*(frame[:k] for k in range(len(frame))), linktype=127)["malformed"]
+    rt = len(bytes(RadioTap()))
+    assert (codes[: rt + 26 + 8] == M.TRUNCATED_LINK).all()  # radiotap, 802.11 QoS, LLC/SNAP headers
+    assert (codes[rt + 34: rt + 54] == M.TRUNCATED_IP).all()  # a 20-byte IPv4 header follows
+    assert (codes[rt + 54:] == M.BAD_IP_LENGTH).all()  # its total length is beyond the cut frame
+
+
 # --------------------------------------------------------------------------------------- IP and transport
 
 def test_ipv4_options_and_icmp():
@@ -388,4 +529,4 @@ def test_whole_corpus_decodes_without_exception(data_dir):
     assert rows > 100_000
     # The deliberately broken captures show up as counted skips of several kinds.
     assert {"bad_ip_length", "truncated_ip", "truncated_transport", "bad_record:header",
-            "unknown_linktype:127"} <= set(skips)
+            "unknown_linktype:192"} <= set(skips)

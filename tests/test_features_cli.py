@@ -16,7 +16,8 @@ from scapy.layers.l2 import Ether
 from scapy.utils import wrpcap
 
 from sensor import config
-from sensor.pipeline import InputError, detect_input, load_input
+from sensor import pipeline
+from sensor.pipeline import InputError, detect_input, iter_input, load_input
 from tests.conftest import ROOT
 
 ATTACKER, CLIENT, VICTIM = "10.0.0.9", "10.0.0.8", "10.0.0.2"
@@ -79,6 +80,20 @@ def test_crafted_capture_window_features(crafted_pcap):
     land = rows[(139, 139)]
     assert land["land"] == 1 and land["count"] == 1  # 10 s later: alone in its window
     assert [r["land"] for k, r in rows.items() if k != (139, 139)] == [0, 0, 0, 0]
+
+
+def test_capture_rows_stream_as_connections_finish(tmp_path, monkeypatch):
+    """Four one-packet UDP flows 1000 s apart, read a packet at a time: each row comes out once the
+    watermark (latest packet - longest timeout) has passed its end, not at the end of the file."""
+    path = tmp_path / "spread.pcap"
+    wrpcap(str(path), [_frame(1000.0 * k, IP(src=ATTACKER, dst=VICTIM) / UDP(sport=1000 + k, dport=53))
+                       for k in range(4)])
+    monkeypatch.setattr(pipeline, "WINDOW_GROUP", 1)
+    chunks = list(iter_input(path, config.from_mapping({"reader": {"batch_size": 1}})))
+    assert [[i["orig_p"] for i in c.table.ids] for c in chunks] == [[1000], [1001], [1002], [1003]]
+    assert all([r.orig_p for r in c.records] == [i["orig_p"] for i in c.table.ids] for c in chunks)
+    whole = load_input(path, config.defaults()).table  # one batch: the same rows
+    assert whole.features.tolist() == [row for c in chunks for row in c.table.features.tolist()]
 
 
 def test_detects_inputs_by_content(data_dir, crafted_pcap, tmp_path):

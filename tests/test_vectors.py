@@ -82,3 +82,23 @@ def test_host_window_length_is_configurable(host_window):
     table = feature_table([rec(float(t)) for t in range(5)], host_window=host_window)
     assert table.features["dst_host_count"][-1] == host_window
     assert np.all(table.features["count"] <= 2)  # 1 s apart: at most two in the 2 s window
+
+
+def test_feed_returns_rows_in_emission_order_once_the_watermark_passes():
+    a, b, c = rec(1.0, orig_p=1), rec(5.0, orig_p=2), rec(4.0, orig_p=3)  # ends 1.0, 5.0, 4.0
+    builder = FeatureBuilder()
+    first = builder.feed([a, b], watermark=3.0)  # a is due; b may still be preceded by a later record
+    assert [i["orig_p"] for i in first.ids] == [1] and builder.pending() == 1
+    second = builder.feed([c], watermark=6.0)  # c ends before b: the windows see c first
+    assert [i["orig_p"] for i in second.ids] == [2, 3]
+    assert second.features["count"].tolist() == [2.0, 1.0]  # b: c and itself in (3, 5]; c: alone in (2, 4]
+    whole = feature_table([a, b, c])
+    assert np.array_equal(np.concatenate([first.features, second.features]), whole.features)
+
+
+def test_feed_waits_for_a_group_of_min_group_records():
+    builder = FeatureBuilder(min_group=3)
+    assert len(builder.feed([rec(1.0), rec(2.0)], watermark=10.0)) == 0 and builder.pending() == 2
+    assert len(builder.feed([rec(3.0)], watermark=10.0)) == 3 and builder.pending() == 0
+    assert len(builder.feed([rec(11.0)], watermark=10.0)) == 0  # not due: ends after the watermark
+    assert len(builder.add([])) == 1  # the end of input flushes whatever is held

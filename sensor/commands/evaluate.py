@@ -41,6 +41,16 @@ def run(args: argparse.Namespace, cfg) -> int:
     from features.table import FeatureTable
 
     table = FeatureTable.concat(tables)
+    ignored = np.isin(table.labels.astype(str), list(cfg["model.ignore_labels"]))
+    if ignored.any():  # neither normal nor attack (e.g. Stratosphere's Background): no truth to score against
+        print(f"{int(ignored.sum()):,} rows labelled {', '.join(sorted(set(table.labels[ignored].astype(str))))} "
+              "left out (model.ignore_labels)", file=sys.stderr)
+        keep = ~ignored
+        table = FeatureTable(table.features[keep], [i for i, k in zip(table.ids, keep) if k] if table.ids else [],
+                             table.labels[keep], table.categories[keep] if table.categories is not None else None,
+                             table.source)
+    if len(table) == 0:
+        raise UserError("every row has an ignored label (model.ignore_labels): nothing to evaluate")
     y = (~np.isin(table.labels.astype(str), list(cfg["model.normal_labels"]))).astype(int)
     if y.min() == y.max():
         raise UserError("the inputs hold only " + ("attack" if y[0] else "normal") + " rows: ROC-AUC needs both")

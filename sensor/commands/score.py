@@ -24,14 +24,15 @@ def run(args: argparse.Namespace, cfg) -> int:
     from sensor import score_output
     from sensor.cli import UserError
     from sensor.outputs import open_output
-    from sensor.pipeline import InputError, feature_table_from_inputs
+    from features.table import FeatureTable
+    from sensor.pipeline import InputError, load_input
 
     try:
         model = load_model(args.model)  # first: a bad model must not cost the time of reading the inputs
     except ModelError as exc:
         raise UserError(str(exc)) from None
     try:
-        table = feature_table_from_inputs(args.inputs, cfg)
+        table = FeatureTable.concat([load_input(path, cfg).table for path in args.inputs])
     except InputError as exc:
         raise UserError(str(exc)) from None
     with threadpool_limits(1):  # small matrices: one BLAS thread is fastest and leaves the cores to capture

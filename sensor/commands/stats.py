@@ -18,6 +18,8 @@ HELP = "summarize capture files as JSON: packets by link type, network and trans
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="pcap or pcapng file, optionally gzip'ed")
     parser.add_argument("-o", "--output", metavar="FILE", help="write the JSON here instead of stdout")
+    parser.add_argument("--via-tshark", action="store_true",
+                        help="read through tshark: any format it knows (snoop, ERF, NetMon ...); slow")
 
 
 def run(args: argparse.Namespace, cfg) -> int:
@@ -25,6 +27,8 @@ def run(args: argparse.Namespace, cfg) -> int:
     from sensor.sources import CaptureError, open_source
     from sensor.stats import CaptureStats
 
+    if args.via_tshark:
+        from sensor.pyshark_source import TsharkSource as open_source
     try:  # open every input first, so a bad one fails before minutes of reading the others
         sources = [open_source(path, cfg["reader.batch_size"]) for path in args.inputs]
     except CaptureError as exc:
