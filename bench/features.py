@@ -84,12 +84,13 @@ def profile(path: Path) -> None:
     from features.tracker import ConnectionTracker, TrackerSettings
     from features.vectors import FeatureBuilder
     from sensor import config, outputs
-    from sensor.pipeline import WINDOW_GROUP, _horizon
+    from sensor.pipeline import WINDOW_GROUP, tracker_horizon
     from sensor.sources import open_source
 
     cfg = config.defaults()
     settings = TrackerSettings.from_config(cfg.section("tracker"))
-    tracker, builder, horizon = ConnectionTracker(settings), FeatureBuilder.from_config(cfg, WINDOW_GROUP), _horizon(settings)
+    tracker, horizon = ConnectionTracker(settings), tracker_horizon(settings)
+    builder = FeatureBuilder.from_config(cfg, WINDOW_GROUP)
     spent = dict.fromkeys(("read+decode", "track", "windows+vectors", "kdd text"), 0.0)
     conns = 0
     with open(os.devnull, "w") as sink:

@@ -110,7 +110,7 @@ def _codes(values: np.ndarray) -> np.ndarray:
 def _small(values: np.ndarray, m: int) -> np.ndarray:
     """``values`` (non-negative ids or ports) as group codes for ``m`` rows: as they are where ``code * m``
     cannot overflow (the usual case: saves a sort), else dense codes."""
-    return values if int(values.max()) < (1 << 62) // m else _codes(values)
+    return values if 0 <= int(values.min()) and int(values.max()) < (1 << 62) // m else _codes(values)
 
 
 # One remembered connection: arrival number, (clamped) end time, interned destination host and service,

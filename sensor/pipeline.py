@@ -113,7 +113,7 @@ class Progress:
             sys.stderr.flush()
 
 
-def _horizon(settings) -> float:
+def tracker_horizon(settings) -> float:
     """Seconds a connection can stay open after its last packet: no record emitted later ends earlier than
     the latest packet time minus this (every timer of the tracker is at most this long)."""
     return max(settings.tcp_inactivity_timeout, settings.udp_inactivity_timeout,
@@ -132,7 +132,7 @@ def _capture_records(path: Path, cfg) -> Iterator[tuple[list[ConnectionRecord], 
         raise InputError(str(exc)) from None
     settings = TrackerSettings.from_config(cfg.section("tracker"))
     tracker = ConnectionTracker(settings)
-    horizon = _horizon(settings)
+    horizon = tracker_horizon(settings)
     compressed = _head_is_gzip(path)
     progress = Progress(f"reading {path.name}", None if compressed else path.stat().st_size)
     done, packets, latest = 24, 0, -math.inf

@@ -247,6 +247,7 @@ def test_fast_paths_give_the_per_packet_records_on_random_segments(seed, monkeyp
         if seed % 3:
             pkts += [tcp(t, client, SRV, S, c_isn), tcp(t + 0.01, SRV, client, S | A, s_isn, c_isn + 1),
                      tcp(t + 0.02, client, SRV, A, c_isn + 1, s_isn + 1)]
+            t += 0.03
         nxt = {client: c_isn + 1, SRV: s_isn + 1}
         for _ in range(300):
             side, other = (client, SRV) if rng.random() < 0.6 else (SRV, client)
