@@ -1,6 +1,6 @@
 """Benchmark of ``netwarden features`` end to end (read, decode, track, windows, vectors, write).
 
-usage: .venv/bin/python bench/features.py [--skip-reference] [--profile]
+usage: .venv/bin/python bench/features.py [--skip-reference] [--profile] [--repeat N]
 
 Prints, in one run:
 - packets/s of the whole process ``netwarden features --format kdd -o /dev/null`` on the 10x benchmark
@@ -42,21 +42,28 @@ def ensure_bench_pcap() -> Path:
 
 
 def count_pcap_records(path: Path) -> int:
-    """Records in a little-endian classic pcap (the benchmark files), by walking the record headers."""
-    n, off = 0, 24
+    """Records in a little-endian classic pcap (the benchmark files), by walking the record headers.
+
+    A block at a time: this process must stay small, because Linux hands a parent's peak RSS on to the
+    ``ru_maxrss`` of the children it forks (a 350 MB ``read()`` or mapping here would show as theirs)."""
+    n, base, off, buf = 0, 24, 0, b""
     with open(path, "rb") as fh:
-        data = fh.read()
-    while off + 16 <= len(data):
-        off += 16 + struct.unpack_from("<I", data, off + 8)[0]
-        n += 1
-    return n
+        while True:
+            if off + 16 > len(buf):
+                base += off
+                fh.seek(base)
+                buf, off = fh.read(1 << 22), 0
+                if len(buf) < 16:
+                    return n
+            off += 16 + struct.unpack_from("<I", buf, off + 8)[0]
+            n += 1
 
 
 def run_features(path: Path, out: str) -> tuple[float, float]:
     """Wall seconds and peak RSS (MB) of ``netwarden features --format kdd -o OUT PATH`` as its own process.
 
-    The RSS is ``ru_maxrss`` over this script's children so far: exact for the first child, which is why
-    the 10x capture runs first."""
+    The RSS is ``ru_maxrss`` over this script's children so far: the 10x capture runs first, while this
+    process is still small (see ``count_pcap_records``)."""
     cmd = [sys.executable, "-c", "import sys; from sensor.cli import main; sys.exit(main())",
            "features", "--format", "kdd", "-o", out, str(path)]
     start = time.perf_counter()
@@ -125,16 +132,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--skip-reference", action="store_true", help="do not run the reference loop")
     parser.add_argument("--profile", action="store_true", help="also split the time by stage (in-process)")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="run the command and the reference loop N times each, keep the best (shared machines)")
     args = parser.parse_args()
 
     pcap = ensure_bench_pcap()
     packets = count_pcap_records(pcap)
-    wall, rss = run_features(pcap, os.devnull)
+    # every run of the command before the reference loop: that loop grows this process, and Linux passes a
+    # parent's peak RSS on to the children it forks afterwards
+    runs = [run_features(pcap, os.devnull) for _ in range(max(1, args.repeat))]
+    wall, rss = min(w for w, _ in runs), runs[-1][1]
     rate = packets / wall
     print(f"netwarden features --format kdd: {packets:,} packets in {wall:.2f} s = {rate:,.0f} packets/s, "
           f"peak RSS {rss:.0f} MB (target < 500 MB)")
     if not args.skip_reference:
-        ref = reference_rate(pcap, packets)
+        refs = [reference_rate(pcap, packets) for _ in range(max(1, args.repeat))]
+        ref = max(refs) if all(refs) else None
         if ref:
             print(f"reference per-packet loop: {ref:,.0f} packets/s; features / reference = {rate / ref:.2f}x "
                   "(target >= 1.0x)")

@@ -17,6 +17,7 @@ Fragments are rare, so this is per-fragment Python.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -41,8 +42,11 @@ class FragmentTracker:
         self._datagrams: dict[tuple, _Datagram] = {}
         self.counters = {"fragments": 0, "fragments_orphaned": 0}
 
-    def process(self, batch: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def process(self, batch: Any, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Handle the fragment ``rows`` (positions in ``batch``), in capture order.
+
+        ``batch`` is a ``PACKET_DTYPE`` array or anything indexed the same way by column name (the tracker
+        passes its lazily selected columns) whose columns may be written.
 
         Fills the ports/ICMP fields of attributable non-first fragments in ``batch`` (in place) and returns
         (wrong: bool per batch row, attributed: positions of non-first fragments now carrying their
@@ -89,7 +93,7 @@ class FragmentTracker:
         return wrong, np.array(sorted(attributed), dtype=np.int64)
 
     @staticmethod
-    def _fill(batch: np.ndarray, pos: int, first: tuple) -> None:
+    def _fill(batch: Any, pos: int, first: tuple) -> None:
         batch["sport"][pos], batch["dport"][pos], batch["icmp_type"][pos], batch["icmp_code"][pos] = first
 
     def _expire(self, now_ns: int) -> None:

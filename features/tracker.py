@@ -9,8 +9,12 @@ Design (why it is fast enough for a gateway):
 3. UDP, ICMP and other protocols are pure aggregation: groups are cut where the inactivity timeout splits
    them and every segment's packets, IP bytes and payload bytes per direction come from
    ``np.add.reduceat``; Python runs once per segment.
-4. TCP needs Zeek's order-dependent state machine (``features.tcp_state``); it runs per packet but only
-   over plain Python ints pulled from the batch once.
+4. TCP needs Zeek's order-dependent state machine (``features.tcp_state``), but only SYN/FIN/RST segments
+   and the first packets of a connection really step through it. Runs of plain ACK/data segments of an
+   open session (most packets) are folded in with a few numpy reductions (``features.tcp_runs``), or, when
+   short, stepped through a lean variant without the state machine; a connection that is a single SYN
+   (floods, scans) is kept as a compact ``SynAttempt`` until a second packet arrives. All three shortcuts
+   give exactly the per-packet records (tests/test_tracker_states.py proves it with ``fast_paths=False``).
 
 Timers follow packet time during ``process`` (a packet arriving after its connection's deadline starts a
 new connection; other connections expire through a deadline heap at the end of each batch) and the wall

@@ -16,12 +16,12 @@ while memory holds only the records of the last timeout's worth of traffic.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 
 from features.records import ConnectionRecord
-from features.schema import FEATURE_DTYPE, encode_categories
+from features.schema import FEATURE_DTYPE, SERVICE_VALUES, encode_categories
 from features.services import record_service
 from features.table import FeatureTable
 from features.windows import TRAFFIC_FEATURES, TrafficWindows, error_class
@@ -32,10 +32,15 @@ def end_time(rec: ConnectionRecord) -> float:
     return max(rec.end_ts, rec.ts + rec.duration)
 
 
-def service_keys(records: Sequence[ConnectionRecord], service_codes: np.ndarray) -> list[tuple[str, int]]:
+def service_keys(records: Sequence[ConnectionRecord], feats: np.ndarray) -> list[Hashable]:
     """What "same service" compares in the windows: the KDD service within its protocol (``tcp/private``
-    and ``udp/private`` differ; so do two unnamed protocols, both ``other``)."""
-    return list(zip([r.proto for r in records], service_codes.tolist()))
+    and ``udp/private`` differ). An int (protocol and service codes) for TCP, UDP and ICMP; the protocol
+    text for any other IP protocol, whose service is always ``other``."""
+    proto = feats["protocol_type"].astype(np.int64)
+    keys: list[Hashable] = (proto * len(SERVICE_VALUES) + feats["service"]).tolist()
+    for i in np.flatnonzero(proto < 0).tolist():
+        keys[i] = records[i].proto
+    return keys
 
 
 class FeatureBuilder:
@@ -125,9 +130,9 @@ class FeatureBuilder:
         due = np.flatnonzero(~self._done & (self._ends < watermark))
         order = due[np.argsort(self._ends[due], kind="stable")]
         picked = [self._held[i] for i in order.tolist()]
-        codes = self._feats[order]
+        rows = self._feats[order]
         values = self.windows.push_many(
-            self._ends[order], [r.resp_h for r in picked], service_keys(picked, codes["service"]),
+            self._ends[order], [r.resp_h for r in picked], service_keys(picked, rows),
             [r.orig_p for r in picked], [error_class(r.proto, r.conn_state) for r in picked])
         for j, name in enumerate(TRAFFIC_FEATURES):
             self._feats[name][order] = values[:, j]

@@ -12,6 +12,10 @@ with ``models.scorer`` from exported weights and must not pay TensorFlow's impor
 from __future__ import annotations
 
 import os
+import re
+import sys
+import tempfile
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, fields
 from typing import Callable
 
@@ -62,11 +66,46 @@ class TrainedAE:
         return out.reshape(len(x), self.params.ensemble, x.shape[1]).transpose(1, 0, 2)
 
 
+# An INFO line of absl's C++ logging ("I0000 00:00:1796... 123 port.cc:153] oneDNN custom operations are
+# on ...") and the notice absl prints before the first line it logs unconfigured.
+_NATIVE_INFO = re.compile(rb"^(I\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\] |WARNING: All log messages before absl::)")
+
+
+@contextmanager
+def _without_native_info():
+    """Drop the INFO lines TensorFlow's C++ code writes to fd 2 while it is imported, keep everything else.
+
+    Why: TF_CPP_MIN_LOG_LEVEL does not reach the oneDNN notice TensorFlow logs through absl before its own
+    log level applies; raising the level far enough to hide it everywhere would hide errors too. So fd 2
+    goes to a temporary file during the import and every line but those INFO lines is written back.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = b"".join(line for line in captured if not _NATIVE_INFO.match(line))
+            if kept:
+                sys.stderr.write(kept.decode(errors="replace"))
+                sys.stderr.flush()
+
+
 def import_keras():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import absl.logging
-    import keras
-    import tensorflow as tf
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO and WARNING lines; errors stay
+    if "tensorflow" in sys.modules:
+        quiet = nullcontext()
+    else:
+        quiet = _without_native_info()
+    with quiet:
+        import absl.logging
+        import keras
+        import tensorflow as tf
 
     absl.logging.set_verbosity(absl.logging.ERROR)  # Keras' "HDF5 is legacy" notice on every model.h5 export
     return keras, tf

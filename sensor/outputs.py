@@ -92,8 +92,11 @@ def _id_column(table: FeatureTable, key: str) -> list[str]:
     """One id column as text: times to 6 decimals, the rest as is; empty where a row lacks it."""
     if not table.ids:
         return [""] * len(table)
-    values = [i.get(key, "") for i in table.ids]
-    return _quoted([_fixed(v) if isinstance(v, float) else str(v) for v in values])
+    try:
+        values = [i[key] for i in table.ids]
+    except KeyError:
+        values = [i.get(key, "") for i in table.ids]
+    return _quoted(list(map(_fixed if isinstance(values[0], float) else str, values)))
 
 
 def _label_column(table: FeatureTable) -> list[str]:

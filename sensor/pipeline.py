@@ -35,7 +35,7 @@ CAPTURE_MAGICS = (
 )
 PCAP_RECORD_HEADER = 16
 _SNIFF_BYTES = 65536
-WINDOW_GROUP = 32768  # connections whose window features are computed together (see FeatureBuilder.min_group)
+WINDOW_GROUP = 16384  # connections whose window features are computed together (see FeatureBuilder.min_group)
 
 
 class InputError(Exception):

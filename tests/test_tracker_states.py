@@ -196,7 +196,7 @@ def test_batch_boundaries_do_not_change_records(data_dir):
 MODES = {"numpy runs": dict(min_run=1), "lean steps": dict(min_run=10**9), "default": {}}
 
 
-def _records(batches, monkeypatch=None, **attrs):
+def _records(batches, **attrs):
     """All record fields (uid included: same seed, same creation order) and counters."""
     tr = ConnectionTracker(TrackerSettings(max_connections=500, active_timeout=30.0), uid_seed=4)
     for name, value in attrs.items():
@@ -279,3 +279,16 @@ def test_lone_syn_becomes_a_full_session_when_answered():
     tr.process(batch(tcp(0.1, SRV, C, S | A, 500, 101), tcp(0.2, C, SRV, A, 101, 501)))
     (rec,) = tr.flush()
     assert (rec.conn_state, rec.history, rec.orig_pkts, rec.resp_pkts) == ("S1", "ShA", 2, 1)
+
+
+@pytest.mark.parametrize("resent", [201, 101])  # the newest segment again (lag 0) or an older one (lag > 0)
+def test_retransmission_opening_a_batch_still_gets_its_letter(resent, monkeypatch):
+    first = batch(*HANDSHAKE, tcp(0.3, C, SRV, P | A, 101, 501, 100), tcp(0.4, C, SRV, P | A, 201, 501, 100))
+    acks = [tcp(0.6 + i * 0.01, SRV if i % 2 else C, C if i % 2 else SRV, A, 501 if i % 2 else 301,
+                301 if i % 2 else 501) for i in range(20)]
+    second = batch(tcp(0.5, C, SRV, P | A, resent, 501, 100), *acks)
+    _assert_same_in_every_mode([first, second], monkeypatch)
+    tr = ConnectionTracker(uid_seed=1)
+    tr.process(first)
+    tr.process(second)
+    assert tr.flush()[0].history == "ShADTa"  # the resent segment is the connection's first retransmission
