@@ -249,3 +249,27 @@ def test_nsl_kdd_auc_floor(data_dir):
     result = train_model(normal_rows(train.features, train.labels, ["normal"]), settings)
     auc = roc_auc_score(test.labels != "normal", result.scorer.score(test.features).score)
     assert auc >= 0.965
+
+
+def test_evaluate_leaves_out_ignored_labels(model_dir, data_dir, tmp_path, capsys):
+    """Stratosphere's Background rows are neither benign nor malicious: not counted either way."""
+    day = data_dir / "labelled-conn-logs" / "stratosphere" / "010-zeek-mixed" / "data" / "conn.log.labeled"
+    rc, out = _cli(["evaluate", "--model", str(model_dir), str(day)], tmp_path, capsys)
+    assert rc == 0 and "37 rows labelled Background left out (model.ignore_labels)" in out.err
+    assert "5,310 rows (3,373 attacks)" in out.out
+    rc, out = _cli(["evaluate", "--model", str(model_dir), str(day)], tmp_path, capsys,
+                   SMALL_CONFIG + "  ignore_labels: []\n")
+    assert rc == 0 and "left out" not in out.err and "5,347 rows (3,410 attacks)" in out.out
+
+
+def test_native_info_lines_dropped_errors_kept(capfd):
+    import os
+
+    from models.autoencoder import _without_native_info
+
+    with _without_native_info():
+        os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+                    b"I0000 00:00:1796418339.381789   15055 port.cc:153] oneDNN custom operations are on.\n"
+                    b"E0000 00:00:1796418339.381789   15055 dso_loader.cc:9] cannot load libfoo.so\n")
+    err = capfd.readouterr().err
+    assert "oneDNN" not in err and "absl::InitializeLog" not in err and "cannot load libfoo.so" in err
