@@ -296,15 +296,14 @@ class ConnectionTracker:
 
     # -- TCP -----------------------------------------------------------------------------------------
     def _track_tcp(self, s, from_a, wrong_s, starts, ends, keys, groups, out) -> None:
+        lens_g = ends[groups] - starts[groups]
+        local_starts = np.cumsum(lens_g) - lens_g  # group starts within the TCP selection
         if len(groups) < len(starts):
-            lens = ends[groups] - starts[groups]
-            sel = np.repeat(starts[groups] - np.cumsum(lens) + lens, lens) + np.arange(int(lens.sum()))
+            sel = np.repeat(starts[groups] - local_starts, lens_g) + np.arange(int(lens_g.sum()))
         else:
             sel = np.arange(len(s))
         t = s.take(sel)
         fa_np = from_a[sel]
-        lens_g = (ends[groups] - starts[groups])
-        local_starts = np.cumsum(lens_g) - lens_g
         group_start = np.zeros(len(sel), dtype=bool)
         group_start[local_starts] = True
         seq_np = t["tcp_seq"].astype(np.int64)
@@ -338,7 +337,7 @@ class ConnectionTracker:
                     conn = self._new_conn(key, fa[j], False, ts[j], out,
                                           SynAttempt(seqs[j], wins[j], ts[j], attempt))
                     conn.o_pkts, conn.o_ip = 1, iplens[j]
-                    conn.urgent, conn.wrong = flags[j] >> 5 & 1, int(wr[j])
+                    conn.urgent, conn.wrong = int(flags[j] & TCP_URG != 0), int(wr[j])
                     j += 1
                     self._schedule(conn)
                     continue
