@@ -5,11 +5,12 @@ usage: .venv/bin/python bench/features.py [--skip-reference] [--profile] [--repe
 Prints, in one run:
 - packets/s of the whole process ``netwarden features --format kdd -o /dev/null`` on the 10x benchmark
   capture (bench/out/ndpi-ether-10x.pcap, built with ../shared/tools/make_bench_pcap.py if missing), and its
-  peak RSS measured from outside (``ru_maxrss`` of the child);
+  peak RSS measured from outside, with the default ``reader.workers`` (2: a child process reads and
+  decodes) and with 1 (everything in one process);
 - packets/s of the per-packet reference loop of bench/decode.py (``reference``) on the same file, and the ratio (target
   >= 1.0x, RSS < 500 MB);
 - connections/s on the spoofed SYN flood capture (attacks/stopddos/pkt.TCP.synflood.spoofed.pcap);
-- with ``--profile``: where the in-process time goes, per stage (read+decode, track, windows+vectors,
+- with ``--profile``: where the time goes, per stage (read+decode, or the wait for the reader process, track,
   kdd text), streaming batch by batch as the command does.
 """
 
@@ -59,17 +60,42 @@ def count_pcap_records(path: Path) -> int:
             n += 1
 
 
-def run_features(path: Path, out: str) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of ``netwarden features --format kdd -o OUT PATH`` as its own process.
+def _tree_rss_mb(pid: int) -> float:
+    """Resident MB of a process and its children now (0 once it is gone)."""
+    total, pids = 0, [pid]
+    while pids:
+        p = pids.pop()
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+            pids += [int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
+        except OSError:
+            continue
+        total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+    return total / 1024
 
-    The RSS is ``ru_maxrss`` over this script's children so far: the 10x capture runs first, while this
-    process is still small (see ``count_pcap_records``)."""
-    cmd = [sys.executable, "-c", "import sys; from sensor.cli import main; sys.exit(main())",
-           "features", "--format", "kdd", "-o", out, str(path)]
-    start = time.perf_counter()
-    subprocess.run(cmd, cwd=ROOT, check=True)
-    wall = time.perf_counter() - start
-    return wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+def run_features(path: Path, out: str, workers: int | None = None) -> tuple[float, float, float]:
+    """Wall seconds and peak RSS (MB) of ``netwarden features --format kdd -o OUT PATH`` as its own process,
+    with ``reader.workers`` (None: the default). Two RSS figures: ``ru_maxrss`` over this script's children
+    so far (exact, but the largest single process: the 10x capture runs first, while this process is still
+    small, see ``count_pcap_records``), and the sum over the command and its reader process, sampled from
+    /proc every 20 ms (what the machine must hold)."""
+    cmd = [sys.executable, "-c", "import sys; from sensor.cli import main; sys.exit(main())", "features"]
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as cfg:
+        if workers is not None:
+            cfg.write(f"reader:\n  workers: {workers}\n")
+            cfg.flush()
+            cmd += ["--config", cfg.name]
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd + ["--format", "kdd", "-o", out, str(path)], cwd=ROOT)
+        tree = 0.0
+        while proc.poll() is None:
+            tree = max(tree, _tree_rss_mb(proc.pid))
+            time.sleep(0.02)
+        wall = time.perf_counter() - start
+    if proc.returncode:
+        raise SystemExit(f"netwarden features failed (exit {proc.returncode})")
+    return wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, tree
 
 
 def reference_rate(path: Path, packets: int) -> float | None:
@@ -85,29 +111,35 @@ def reference_rate(path: Path, packets: int) -> float | None:
     return packets / (time.perf_counter() - start)
 
 
-def profile(path: Path) -> None:
-    """Split of the in-process time by stage, streaming as ``netwarden features`` does."""
+def profile(path: Path, workers: int) -> None:
+    """Split of the in-process time by stage, streaming as ``netwarden features`` does; with 2 workers the
+    first stage is the time this process waits for the reader process (the rest of reading overlaps).
+    Also this process's CPU seconds: with two workers, the wall time the command would take with its second
+    CPU free (wall times on a shared machine also count the time the processes wait for a CPU)."""
     sys.path.insert(0, str(ROOT))
     from features.tracker import ConnectionTracker, TrackerSettings
     from features.vectors import FeatureBuilder
     from sensor import config, outputs
     from sensor.pipeline import WINDOW_GROUP, tracker_horizon
+    from sensor.readahead import ReadAhead
     from sensor.sources import open_source
 
     cfg = config.defaults()
     settings = TrackerSettings.from_config(cfg.section("tracker"))
     tracker, horizon = ConnectionTracker(settings), tracker_horizon(settings)
     builder = FeatureBuilder.from_config(cfg, WINDOW_GROUP)
-    spent = dict.fromkeys(("read+decode", "track", "windows+vectors", "kdd text"), 0.0)
-    conns = 0
+    first = "read+decode" if workers == 1 else "wait for reader"
+    spent = dict.fromkeys((first, "track", "windows+vectors", "kdd text"), 0.0)
+    conns, wall, cpu = 0, time.perf_counter(), time.process_time()
     with open(os.devnull, "w") as sink:
         writer = outputs.Writer("kdd", sink)
-        batches = iter(open_source(path, cfg["reader.batch_size"]))
+        source = open_source(path, cfg["reader.batch_size"])
+        batches = iter(source if workers == 1 else ReadAhead(source))
         while True:
             t0 = time.perf_counter()
             batch = next(batches, None)
             t1 = time.perf_counter()
-            spent["read+decode"] += t1 - t0
+            spent[first] += t1 - t0
             last = batch is None
             records = tracker.flush() if last else tracker.process(batch)
             t2 = time.perf_counter()
@@ -121,8 +153,10 @@ def profile(path: Path) -> None:
             conns += len(table)
             if last:
                 break
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     per_conn = {k: v / max(conns, 1) * 1e6 for k, v in spent.items()}
-    print(f"profile (in-process, streaming): {conns:,} connections; "
+    print(f"profile (streaming, reader.workers {workers}): {conns:,} connections in {wall:.2f} s, this process "
+          f"{cpu:.2f} CPU s; "
           + ", ".join(f"{k} {v:.2f} s" for k, v in spent.items())
           + f"; windows+vectors {per_conn['windows+vectors']:.1f} us/connection, "
           f"kdd text {per_conn['kdd text']:.1f} us/connection")
@@ -131,7 +165,7 @@ def profile(path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--skip-reference", action="store_true", help="do not run the reference loop")
-    parser.add_argument("--profile", action="store_true", help="also split the time by stage (in-process)")
+    parser.add_argument("--profile", action="store_true", help="also split the time by stage, for each reader.workers")
     parser.add_argument("--repeat", type=int, default=1, metavar="N",
                         help="run the command and the reference loop N times each, keep the best (shared machines)")
     args = parser.parse_args()
@@ -140,25 +174,35 @@ def main() -> None:
     packets = count_pcap_records(pcap)
     # every run of the command before the reference loop: that loop grows this process, and Linux passes a
     # parent's peak RSS on to the children it forks afterwards
-    runs = [run_features(pcap, os.devnull) for _ in range(max(1, args.repeat))]
-    wall, rss = min(w for w, _ in runs), runs[-1][1]
-    rate = packets / wall
-    print(f"netwarden features --format kdd: {packets:,} packets in {wall:.2f} s = {rate:,.0f} packets/s, "
-          f"peak RSS {rss:.0f} MB (target < 500 MB)")
+    sys.path.insert(0, str(ROOT))  # ahead of bench/, whose features.py would hide the features package
+    from sensor import config
+
+    default = config.defaults()["reader.workers"]
+    rates = {}
+    for workers in (default, 1) if default != 1 else (1,):
+        runs = [run_features(pcap, os.devnull, workers) for _ in range(max(1, args.repeat))]
+        wall = min(w for w, _, _ in runs)
+        rates[workers] = packets / wall
+        print(f"netwarden features --format kdd, reader.workers {workers}{' (default)' if workers == default else ''}: "
+              f"{packets:,} packets in {wall:.2f} s = {rates[workers]:,.0f} packets/s, peak RSS "
+              f"{max(t for _, _, t in runs):.0f} MB summed over its processes, largest process "
+              f"{runs[-1][1]:.0f} MB (target < 500 MB)")
     if not args.skip_reference:
         refs = [reference_rate(pcap, packets) for _ in range(max(1, args.repeat))]
         ref = max(refs) if all(refs) else None
         if ref:
-            print(f"reference per-packet loop: {ref:,.0f} packets/s; features / reference = {rate / ref:.2f}x "
-                  "(target >= 1.0x)")
+            print(f"reference per-packet loop: {ref:,.0f} packets/s; features / reference = "
+                  + ", ".join(f"{rate / ref:.2f}x with {w} worker{'s' if w > 1 else ''}" for w, rate in rates.items())
+                  + " (target >= 1.0x)")
 
     with tempfile.NamedTemporaryFile("r", suffix=".kdd") as out:
-        wall, _ = run_features(SYNFLOOD, out.name)
+        wall, _, _ = run_features(SYNFLOOD, out.name)
         conns = sum(1 for _ in open(out.name))
     print(f"SYN flood ({SYNFLOOD.name}): {conns:,} connections in {wall:.2f} s = {conns / wall:,.0f} "
           f"connections/s (whole process)")
     if args.profile:
-        profile(pcap)
+        for workers in rates:
+            profile(pcap, workers)
 
 
 if __name__ == "__main__":

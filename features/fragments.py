@@ -58,8 +58,8 @@ class FragmentTracker:
                                                    "frag_offset", "frag_mf", "payload_len", "ts_ns",
                                                    "sport", "dport", "icmp_type", "icmp_code")]
         self.counters["fragments"] += len(rows)
-        for i, pos in enumerate(rows.tolist()):
-            (sh, sl, dh, dl, proto, fid, off, mf, plen, ts, sport, dport, itype, icode) = (c[i] for c in cols)
+        for pos, (sh, sl, dh, dl, proto, fid, off, mf, plen, ts, sport, dport, itype, icode) in zip(
+                rows.tolist(), zip(*cols)):
             key = (sh, sl, dh, dl, proto, fid)
             dgram = self._datagrams.get(key)
             if dgram is None or ts - dgram.last_ns > self._timeout_ns:

@@ -15,6 +15,8 @@ Design (why it is fast enough for a gateway):
    short, stepped through a lean variant without the state machine; a connection that is a single SYN
    (floods, scans) is kept as a compact ``SynAttempt`` until a second packet arrives. All three shortcuts
    give exactly the per-packet records (tests/test_tracker_states.py proves it with ``fast_paths=False``).
+5. Records are built once per call for every connection finished in it: address text and Community IDs
+   in bulk (``_emit``), so a short connection costs a few microseconds of Python, not a dozen.
 
 Timers follow packet time during ``process`` (a packet arriving after its connection's deadline starts a
 new connection; other connections expire through a deadline heap at the end of each batch) and the wall
@@ -36,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from features.direction import ICMP4_COUNTERPART, ICMP6_COUNTERPART, flip_new_connection
-from features.flow_ids import UidGenerator, community_id
+from features.flow_ids import UidGenerator, community_id, community_ids
 from features.fragments import FragmentTracker
 from features.records import ConnectionRecord
 from features.tcp_runs import (MIN_RUN, RunSums, TcpColumns, apply_side, merge_history, open_session,
@@ -158,6 +160,11 @@ class _Addresses:
             self._memo[key] = found
         return found
 
+    def text(self, hi: np.ndarray, lo: np.ndarray) -> list[str]:
+        """Text of many addresses (one memo lookup each)."""
+        memo, get = self._memo, self.get
+        return [(memo.get(key) or get(*key))[0] for key in zip(hi.tolist(), lo.tolist())]
+
 
 _PROTO_NAMES = {IPPROTO_TCP: "tcp", IPPROTO_UDP: "udp", IPPROTO_ICMP: "icmp", IPPROTO_ICMPV6: "icmp"}
 
@@ -176,6 +183,7 @@ class ConnectionTracker:
         self._frags = FragmentTracker()
         self._addresses = _Addresses()
         self._conns: dict[bytes, _Conn] = {}
+        self._done: list[tuple[Any, ...]] = []  # finished periods not yet turned into records (see _emit)
         # (deadline, push order, key, uid): atoms only, so the garbage collector stops tracking the entries
         self._heap: list[tuple[int, int, bytes, str]] = []
         self._heap_seq = 0
@@ -198,9 +206,8 @@ class ConnectionTracker:
     # -- public API ----------------------------------------------------------------------------------
     def process(self, batch: np.ndarray) -> list[ConnectionRecord]:
         """Track one batch; returns the records of connections finished by it (timeouts in packet time)."""
-        out: list[ConnectionRecord] = []
         if len(batch) == 0:
-            return out
+            return []
         bad = batch["malformed"]
         if bad.any():
             non_ip = int(np.count_nonzero(bad == Malformed.NON_IP))
@@ -208,7 +215,7 @@ class ConnectionTracker:
             self.counters["malformed"] += int(np.count_nonzero(bad)) - non_ip
         pk = _Columns(batch, np.flatnonzero(bad == 0) if bad.any() else None)
         if len(pk) == 0:
-            return out
+            return []
         wrong = np.zeros(len(pk), dtype=bool)
         continuation = np.empty(0, dtype=np.int64)
         is_frag = pk["is_fragment"] != 0
@@ -221,27 +228,27 @@ class ConnectionTracker:
             cont_rows, cont_wrong = pk.take(continuation), wrong[continuation]
             pk, wrong = pk.take(packets), wrong[packets]
         if len(pk):
-            self._track(pk, wrong, out)
+            self._track(pk, wrong)
         if len(continuation):
             self._add_continuations(cont_rows, cont_wrong)
-        self._expire(int(batch["ts_ns"].max()), out)
-        return out
+        self._expire(int(batch["ts_ns"].max()))
+        return self._emit()
 
     def advance(self, now_ns: int) -> list[ConnectionRecord]:
         """Expire by the wall clock (live capture on an idle link)."""
-        out: list[ConnectionRecord] = []
-        self._expire(now_ns, out)
-        return out
+        self._expire(now_ns)
+        return self._emit()
 
     def flush(self) -> list[ConnectionRecord]:
         """End of input: every connection still open, in start order."""
         conns = sorted(self._conns.values(), key=lambda c: c.first_ns)
-        out = [self._finish(c) for c in conns]
+        for conn in conns:
+            self._finish(conn)
         self._heap.clear()
-        return out
+        return self._emit()
 
     # -- keys and grouping ---------------------------------------------------------------------------
-    def _track(self, pk: _Columns, wrong: np.ndarray, out: list[ConnectionRecord]) -> None:
+    def _track(self, pk: _Columns, wrong: np.ndarray) -> None:
         proto = pk["proto"]
         sp = pk["sport"].astype(np.int32)
         dp = pk["dport"].astype(np.int32)
@@ -275,15 +282,15 @@ class ConnectionTracker:
         is_tcp = proto_s[starts] == IPPROTO_TCP
         tcp_groups = np.flatnonzero(is_tcp)
         if len(tcp_groups):
-            self._track_tcp(s, from_a, wrong_s, starts, ends, keys, tcp_groups, out)
+            self._track_tcp(s, from_a, wrong_s, starts, ends, keys, tcp_groups)
         other_groups = np.flatnonzero(~is_tcp)
         if len(other_groups):
-            self._track_other(s, from_a, wrong_s, sp[order], dp[order], starts, ends, keys, other_groups, out)
+            self._track_other(s, from_a, wrong_s, sp[order], dp[order], starts, ends, keys, other_groups)
 
-    def _new_conn(self, key: bytes, from_a: bool, flip: bool, t: int, out: list[ConnectionRecord],
+    def _new_conn(self, key: bytes, from_a: bool, flip: bool, t: int,
                   tcp: TcpSession | SynAttempt | None = None) -> _Conn:
         if len(self._conns) >= self.settings.max_connections:
-            self._evict(out)
+            self._evict()
         proto = key[0]
         if proto == IPPROTO_TCP and tcp is None:
             tcp = TcpSession()
@@ -295,7 +302,7 @@ class ConnectionTracker:
         return conn
 
     # -- TCP -----------------------------------------------------------------------------------------
-    def _track_tcp(self, s, from_a, wrong_s, starts, ends, keys, groups, out) -> None:
+    def _track_tcp(self, s, from_a, wrong_s, starts, ends, keys, groups) -> None:
         lens_g = ends[groups] - starts[groups]
         local_starts = np.cumsum(lens_g) - lens_g  # group starts within the TCP selection
         if len(groups) < len(starts):
@@ -334,7 +341,7 @@ class ConnectionTracker:
             conn = conns.get(key)
             if conn is None:
                 if fast and n == 1 and SynAttempt.applies(flags[j], plens[j]):  # flood/scan: one SYN
-                    conn = self._new_conn(key, fa[j], False, ts[j], out,
+                    conn = self._new_conn(key, fa[j], False, ts[j],
                                           SynAttempt(seqs[j], wins[j], ts[j], attempt))
                     conn.o_pkts, conn.o_ip = 1, iplens[j]
                     conn.urgent, conn.wrong = int(flags[j] & TCP_URG != 0), int(wr[j])
@@ -356,41 +363,35 @@ class ConnectionTracker:
                         self._add_run(conn, runs, j, e, ts[e - 1])
                     j = e
                     continue
-                conn = self._tcp_packet(conn, key, j, ts, flags, seqs, acks, plens, wins, iplens, fa, wr,
-                                        sps, dps, dhs, dls, attempt, out)
+                # the per-packet path: Zeek's state machine for one segment (see features.tcp_state)
+                t, fl, from_a_j = ts[j], flags[j], fa[j]
+                if conn is not None and (self._tcp_deadline(conn) <= t
+                                         or (fl & TCP_SYN and conn.tcp.is_reuse(fl, seqs[j]))):
+                    self._finish(conn)
+                    conn = None
+                if conn is None:
+                    syn_ack = fl & (TCP_SYN | TCP_ACK) == (TCP_SYN | TCP_ACK)
+                    syn_only = fl & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) == TCP_SYN
+                    flip = flip_new_connection(IPPROTO_TCP, sps[j], dps[j], syn_only, syn_ack, dhs[j], dls[j])
+                    conn = self._new_conn(key, from_a_j, flip, t)
+                tcp = conn.tcp
+                flips = tcp.flips
+                tcp.packet(from_a_j == conn.orig_is_a, fl, seqs[j], acks[j], plens[j], wins[j], t, attempt)
+                if tcp.flips != flips:
+                    conn.swap_roles()
+                if from_a_j == conn.orig_is_a:
+                    conn.o_pkts += 1
+                    conn.o_ip += iplens[j]
+                else:
+                    conn.r_pkts += 1
+                    conn.r_ip += iplens[j]
+                if fl & TCP_URG:
+                    conn.urgent += 1
+                if wr[j]:
+                    conn.wrong += 1
+                conn.last_ns = t
                 j += 1
             self._schedule(conn)
-
-    def _tcp_packet(self, conn, key, j, ts, flags, seqs, acks, plens, wins, iplens, fa, wr, sps, dps, dhs,
-                    dls, attempt, out) -> _Conn:
-        """The per-packet path: Zeek's state machine for one segment (see features.tcp_state)."""
-        t, fl = ts[j], flags[j]
-        if conn is not None and (self._tcp_deadline(conn) <= t
-                                 or (fl & TCP_SYN and conn.tcp.is_reuse(fl, seqs[j]))):
-            out.append(self._finish(conn))
-            conn = None
-        if conn is None:
-            syn_ack = fl & (TCP_SYN | TCP_ACK) == (TCP_SYN | TCP_ACK)
-            syn_only = fl & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) == TCP_SYN
-            flip = flip_new_connection(IPPROTO_TCP, sps[j], dps[j], syn_only, syn_ack, dhs[j], dls[j])
-            conn = self._new_conn(key, fa[j], flip, t, out)
-        tcp = conn.tcp
-        flips = tcp.flips
-        tcp.packet(fa[j] == conn.orig_is_a, fl, seqs[j], acks[j], plens[j], wins[j], t, attempt)
-        if tcp.flips != flips:
-            conn.swap_roles()
-        if fa[j] == conn.orig_is_a:
-            conn.o_pkts += 1
-            conn.o_ip += iplens[j]
-        else:
-            conn.r_pkts += 1
-            conn.r_ip += iplens[j]
-        if fl & TCP_URG:
-            conn.urgent += 1
-        if wr[j]:
-            conn.wrong += 1
-        conn.last_ns = t
-        return conn
 
     def _fast_run(self, conn: _Conn, cols: TcpColumns, runs: RunSums, j: int, e: int) -> bool:
         """Apply plain segments j..e-1 at once (features.tcp_runs); False (nothing changed) if not exact."""
@@ -442,7 +443,7 @@ class ConnectionTracker:
         return deadline
 
     # -- UDP, ICMP, other: aggregation -------------------------------------------------------------------
-    def _track_other(self, s, from_a, wrong_s, sp_s, dp_s, starts, ends, keys, groups, out) -> None:
+    def _track_other(self, s, from_a, wrong_s, sp_s, dp_s, starts, ends, keys, groups) -> None:
         sel = np.concatenate([np.arange(starts[g], ends[g]) for g in groups]) if len(groups) < len(starts) \
             else np.arange(len(s))
         gid = np.repeat(groups, (ends[groups] - starts[groups]))
@@ -477,11 +478,11 @@ class ConnectionTracker:
             proto_k = key[0]
             conn = conns.get(key)
             if conn is not None and conn.last_ns + idle_of.get(proto_k, self._other_idle) <= t0:
-                out.append(self._finish(conn))
+                self._finish(conn)
                 conn = None
             if conn is None:
                 flip = flip_new_connection(proto_k, sport, dport, False, False, dhi, dlo)
-                conn = self._new_conn(key, first_a, flip, t0, out)
+                conn = self._new_conn(key, first_a, flip, t0)
             nb, ipb, pb = n - na, ipt - ipa, pt - pa
             if conn.orig_is_a:
                 o = (na, ipa, pa, first_a, nb)
@@ -536,20 +537,20 @@ class ConnectionTracker:
             return self._tcp_deadline(conn)
         return conn.last_ns + self._idle.get(conn.proto, self._other_idle)
 
-    def _next_event(self, conn: _Conn) -> int:
-        deadline = self._deadline(conn)
-        if self._active is not None:
-            deadline = min(deadline, conn.period_ns + self._active)
-        return deadline
-
     def _schedule(self, conn: _Conn) -> None:
-        at = self._next_event(conn)
+        """Push the connection's next event (deadline, or active-timeout report) unless already due sooner."""
+        if conn.tcp is not None:
+            at = self._tcp_deadline(conn)
+        else:
+            at = conn.last_ns + self._idle.get(conn.proto, self._other_idle)
+        if self._active is not None and conn.period_ns + self._active < at:
+            at = conn.period_ns + self._active
         if at < conn.heap_at:
             conn.heap_at = at
             self._heap_seq += 1
             heapq.heappush(self._heap, (at, self._heap_seq, conn.key, conn.uid))
 
-    def _expire(self, now: int, out: list[ConnectionRecord]) -> None:
+    def _expire(self, now: int) -> None:
         heap = self._heap
         while heap and heap[0][0] <= now:
             at, _, key, uid = heapq.heappop(heap)
@@ -558,13 +559,13 @@ class ConnectionTracker:
                 continue  # finished, or rescheduled since
             conn.heap_at = math.inf
             if self._deadline(conn) <= now:
-                out.append(self._finish(conn))
+                self._finish(conn)
                 continue
             if self._active is not None and conn.period_ns + self._active <= now:
-                out.append(self._interim(conn, conn.period_ns + self._active))
+                self._interim(conn, conn.period_ns + self._active)
             self._schedule(conn)
 
-    def _evict(self, out: list[ConnectionRecord]) -> None:
+    def _evict(self) -> None:
         """Free 10% of the cap: unanswered attempts first (oldest first), then the least recently active."""
         target = max(1, self.settings.max_connections // 10)
         conns = list(self._conns.values())
@@ -579,33 +580,33 @@ class ConnectionTracker:
             self.counters["evicted_other"] += len(extra)
             victims += extra
         for conn in victims:
-            out.append(self._finish(conn))
+            self._finish(conn)
 
     # -- records -------------------------------------------------------------------------------------
-    def _finish(self, conn: _Conn) -> ConnectionRecord:
+    # A finished (or interim) period is first noted as a row of plain values; ``_emit`` turns all rows of a
+    # batch into records at once, so address text and Community IDs are computed in bulk (see flow_ids).
+    def _finish(self, conn: _Conn) -> None:
         if self._conns.get(conn.key) is conn:
             del self._conns[conn.key]
         self.counters["records"] += 1
-        return self._record(conn, conn.period_ns, self._end_ns(conn))
+        self._note(conn, self._end_ns(conn), False)
 
     @staticmethod
     def _end_ns(conn: _Conn) -> int:
         """Zeek stops a TCP connection's clock once both sides closed (the last ACK is not duration)."""
         return conn.tcp.last_time if conn.tcp is not None else conn.last_ns
 
-    def _interim(self, conn: _Conn, at: int) -> ConnectionRecord:
+    def _interim(self, conn: _Conn, at: int) -> None:
         """Active timeout: report the period so far and start a new one on the same connection (same uid)."""
-        rec = self._record(conn, conn.period_ns, self._end_ns(conn))
-        rec.extra["interim"] = "T"
+        self._note(conn, self._end_ns(conn), True)
         if conn.tcp is not None:
             conn.reported = conn.tcp.sizes()
         conn.o_pkts = conn.o_ip = conn.r_pkts = conn.r_ip = conn.o_pay = conn.r_pay = 0
         conn.urgent = conn.wrong = 0
         conn.period_ns = at
         self.counters["interim_records"] += 1
-        return rec
 
-    def _record(self, conn: _Conn, start_ns: int, end_ns: int) -> ConnectionRecord:
+    def _note(self, conn: _Conn, end_ns: int, interim: bool) -> None:
         tcp = conn.tcp
         if tcp is not None:
             o_size, r_size = tcp.sizes()
@@ -614,17 +615,52 @@ class ConnectionTracker:
         else:
             o_bytes, r_bytes, history = conn.o_pay, conn.r_pay, "".join(conn.hist)
             state = self._udp_state(conn) if conn.proto == IPPROTO_UDP else "OTH"
-        start_ns = min(start_ns, end_ns)
-        (o_hi, o_lo, o_p), (r_hi, r_lo, r_p) = conn.endpoints()
-        orig_h, orig_packed = self._addresses.get(o_hi, o_lo)
-        resp_h, resp_packed = self._addresses.get(r_hi, r_lo)
-        return ConnectionRecord(
-            ts=start_ns / _NS, uid=conn.uid, orig_h=orig_h, orig_p=o_p, resp_h=resp_h, resp_p=r_p,
-            proto=_PROTO_NAMES.get(conn.proto, "unknown_transport"), duration=(end_ns - start_ns) / _NS,
-            orig_bytes=o_bytes, resp_bytes=r_bytes, conn_state=state, history=history or "-",
-            orig_pkts=conn.o_pkts, orig_ip_bytes=conn.o_ip, resp_pkts=conn.r_pkts, resp_ip_bytes=conn.r_ip,
-            community_id=community_id(conn.proto, orig_packed, o_p, resp_packed, r_p),
-            wrong_fragment=conn.wrong, urgent=conn.urgent, end_ts=end_ns / _NS)
+        self._done.append((conn.key, conn.orig_is_a, conn.uid, min(conn.period_ns, end_ns), end_ns, o_bytes,
+                           r_bytes, state, history or "-", conn.o_pkts, conn.o_ip, conn.r_pkts, conn.r_ip,
+                           conn.wrong, conn.urgent, interim))
+
+    def _emit(self) -> list[ConnectionRecord]:
+        """Records of the rows noted since the last call, in the order they were noted."""
+        done = self._done
+        if not done:
+            return []
+        self._done = []
+        (keys, orig_is_a, uids, starts, ends, o_bytes, r_bytes, states, histories, o_pkts, o_ip, r_pkts, r_ip,
+         wrong, urgent, interim) = zip(*done)
+        k = np.frombuffer(b"".join(keys), dtype=_KEY_DTYPE)
+        a_orig = np.array(orig_is_a, dtype=bool)
+        proto = k["proto"]
+        o_hi, o_lo, o_p = (np.where(a_orig, k[a], k[b]) for a, b in (("ah", "bh"), ("al", "bl"), ("ap", "bp")))
+        r_hi, r_lo, r_p = (np.where(a_orig, k[b], k[a]) for a, b in (("ah", "bh"), ("al", "bl"), ("ap", "bp")))
+        text = self._addresses.text
+        orig_h, resp_h = text(o_hi, o_lo), text(r_hi, r_lo)
+        cids = self._community_ids(k, proto, o_hi, o_lo, o_p, r_hi, r_lo, r_p)
+        names = [_PROTO_NAMES.get(p, "unknown_transport") for p in proto.tolist()]
+        records = [ConnectionRecord(t0 / _NS, uid, oh, op, rh, rp, name, (t1 - t0) / _NS, ob, rb, st, hist, opk,
+                                    oip, rpk, rip, 0, "-", cid, "other", wr, urg, t1 / _NS)
+                   for uid, oh, op, rh, rp, name, t0, t1, ob, rb, st, hist, opk, oip, rpk, rip, cid, wr, urg
+                   in zip(uids, orig_h, o_p.tolist(), resp_h, r_p.tolist(), names, starts, ends, o_bytes, r_bytes,
+                          states, histories, o_pkts, o_ip, r_pkts, r_ip, cids, wrong, urgent)]
+        if any(interim):
+            for rec, is_interim in zip(records, interim):
+                if is_interim:
+                    rec.extra["interim"] = "T"
+        return records
+
+    def _community_ids(self, k: np.ndarray, proto: np.ndarray, o_hi: np.ndarray, o_lo: np.ndarray,
+                       o_p: np.ndarray, r_hi: np.ndarray, r_lo: np.ndarray, r_p: np.ndarray) -> list[str]:
+        """Community IDs: in bulk from the key (whose endpoint A sorts first), per record for ICMP and for
+        the odd key mixing an IPv4-mapped and a true IPv6 address."""
+        a_v4 = (k["ah"] == 0) & (k["al"] >> np.uint64(32) == _V4_PREFIX)
+        b_v4 = (k["bh"] == 0) & (k["bl"] >> np.uint64(32) == _V4_PREFIX)
+        odd = (a_v4 != b_v4) | (proto == IPPROTO_ICMP) | (proto == IPPROTO_ICMPV6)
+        cids = community_ids(proto, k["ah"], k["al"], k["ap"], k["bh"], k["bl"], k["bp"], ~a_v4)
+        get = self._addresses.get
+        for i in np.flatnonzero(odd).tolist():
+            _, orig_packed = get(int(o_hi[i]), int(o_lo[i]))
+            _, resp_packed = get(int(r_hi[i]), int(r_lo[i]))
+            cids[i] = community_id(int(proto[i]), orig_packed, int(o_p[i]), resp_packed, int(r_p[i]))
+        return cids
 
     @staticmethod
     def _udp_state(conn: _Conn) -> str:

@@ -55,6 +55,10 @@ OPTIONS: tuple[Option, ...] = (
     # reading capture files
     Option("reader.batch_size", int, 65536, "Packets per batch when reading capture files.", min=1,
            max=1 << 24),
+    Option("reader.workers", int, 2,
+           "Processes per capture file: 2 = a child process reads and decodes while this one tracks, computes "
+           "features and writes (needs a second usable CPU, else 1 is used); 1 = all in one process.",
+           min=1, max=2),
     # connection tracking (Zeek's defaults)
     Option("tracker.tcp_inactivity_timeout", float, 300.0, "Seconds of silence before a TCP connection ends.",
            min=0.001),

@@ -10,6 +10,10 @@ memory stays flat with the capture's size (a conn.log is read whole: see ``_conn
 ``load_input`` is the whole input at once. Rows come in the order connections were emitted (a capture: as
 the tracker finished them, then those still open at the end in start order; a conn.log: its line order),
 the same order either way, and the same values: the windows see every connection in end order.
+
+Processes: with ``reader.workers: 2`` (the default) a capture is read and decoded by a child process while
+this one tracks, computes windows and writes (``sensor.readahead``); the batches, and so the output, are
+the same as in one process.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import gzip
 import math
 import sys
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +65,8 @@ def _head(path: Path) -> bytes:
                     head = gz.read(_SNIFF_BYTES)
     except (OSError, EOFError) as exc:
         raise InputError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    except zlib.error as exc:
+        raise InputError(f"{path}: corrupt gzip file ({exc})") from None
     return head
 
 
@@ -124,12 +131,16 @@ def tracker_horizon(settings) -> float:
 def _capture_records(path: Path, cfg) -> Iterator[tuple[list[ConnectionRecord], float]]:
     """Read, decode, track: the records of each batch with the watermark after it, then the flushed rest."""
     from features.tracker import ConnectionTracker, TrackerSettings
+    from sensor.packets import frame_rows
+    from sensor.readahead import ReadAhead, usable_cpus
     from sensor.sources import CaptureError, open_source
 
     try:
         source = open_source(path, cfg["reader.batch_size"])
     except CaptureError as exc:
         raise InputError(str(exc)) from None
+    if cfg["reader.workers"] > 1 and usable_cpus() > 1:
+        source = ReadAhead(source)  # a child process reads and decodes (sensor.readahead)
     settings = TrackerSettings.from_config(cfg.section("tracker"))
     tracker = ConnectionTracker(settings)
     horizon = tracker_horizon(settings)
@@ -141,8 +152,9 @@ def _capture_records(path: Path, cfg) -> Iterator[tuple[list[ConnectionRecord], 
             if len(batch):
                 latest = max(latest, int(batch["ts_ns"].max()) / 1e9)
             records = tracker.process(batch)
-            packets += len(batch)
-            done += int(batch["caplen"].sum()) + PCAP_RECORD_HEADER * len(batch)
+            frames = batch[frame_rows(batch)]  # a tunnel's inner rows are not frames of the file
+            packets += len(frames)
+            done += int(frames["caplen"].sum()) + PCAP_RECORD_HEADER * len(frames)
             progress.update(done, packets)
             yield records, latest - horizon
     except CaptureError as exc:

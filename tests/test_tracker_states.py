@@ -8,7 +8,7 @@ import communityid
 import numpy as np
 import pytest
 
-from features.flow_ids import community_id
+from features.flow_ids import community_id, community_ids
 from features.tracker import ConnectionTracker, TrackerSettings
 from sensor.packets import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG, addr_to_halves, empty_batch
 from sensor.sources import open_source
@@ -178,6 +178,42 @@ def test_community_id_matches_reference_package(proto, a, b):
     expected = communityid.CommunityID(seed=0).calc(make(a, b, 40000, 80))
     ours = community_id(proto, ipaddress.ip_address(a).packed, 40000, ipaddress.ip_address(b).packed, 80)
     assert ours == expected
+
+
+def test_bulk_community_ids_match_reference_package():
+    """The tracker's bulk hashing: every family/protocol shape, ports 0 and equal endpoints included."""
+    import ipaddress
+    rng = np.random.default_rng(3)
+
+    def address(v6):
+        return ipaddress.ip_address((int(rng.integers(1, 2**63)) << 64) + int(rng.integers(0, 2**63)) if v6
+                                    else int(rng.integers(1, 2**32)))
+
+    flows = []
+    for i in range(200):
+        v6, proto = i % 2 == 1, [6, 17, 132, 47, 0][i % 5]
+        a = address(v6)
+        b = a if i % 7 == 0 else address(v6)
+        pa, pb = (int(rng.integers(0, 65536)), int(rng.integers(0, 65536))) if proto in (6, 17, 132) else (0, 0)
+        if (int(a), pa) > (int(b), pb):
+            a, b, pa, pb = b, a, pb, pa
+        flows.append((proto, a, pa, b, pb))
+
+    def halves(addr):
+        n = int(addr) if addr.version == 6 else (0xFFFF << 32) | int(addr)
+        return n >> 64, n & (2**64 - 1)
+
+    col = lambda f, dtype: np.array([f(x) for x in flows], dtype=dtype)  # noqa: E731
+    got = community_ids(col(lambda x: x[0], np.uint8), col(lambda x: halves(x[1])[0], np.uint64),
+                        col(lambda x: halves(x[1])[1], np.uint64), col(lambda x: x[2], np.int64),
+                        col(lambda x: halves(x[3])[0], np.uint64), col(lambda x: halves(x[3])[1], np.uint64),
+                        col(lambda x: x[4], np.int64), col(lambda x: x[1].version == 6, bool))
+    package = communityid.CommunityID(seed=0)
+    for (proto, a, pa, b, pb), ours in zip(flows, got):
+        if proto in (6, 17):
+            make = communityid.FlowTuple.make_tcp if proto == 6 else communityid.FlowTuple.make_udp
+            assert ours == package.calc(make(str(b), str(a), pb, pa))  # either direction: same id
+        assert ours == community_id(proto, b.packed, pb, a.packed, pa)
 
 
 def test_batch_boundaries_do_not_change_records(data_dir):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 HELP = "compute KDD features (or a Zeek conn.log) from pcap/pcapng files, Zeek conn logs or KDD datasets"
 
@@ -33,8 +34,10 @@ def run(args: argparse.Namespace, cfg) -> int:
         with outputs.open_output(args.output) as fh:
             writer = outputs.Writer(args.format, fh)
             for path in args.inputs:  # rows are written chunk by chunk as connections finish
-                for chunk in iter_input(path, cfg):
-                    writer.write(chunk.table, chunk.records)
+                # closed at once on any error (a closed output pipe ...): ends the reader process if any
+                with contextlib.closing(iter_input(path, cfg)) as chunks:
+                    for chunk in chunks:
+                        writer.write(chunk.table, chunk.records)
             writer.close()
     except InputError as exc:
         raise UserError(str(exc)) from None
