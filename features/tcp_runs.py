@@ -28,7 +28,7 @@ import numpy as np
 from features.tcp_state import ESTABLISHED, HIST_ACK, HIST_DATA, PARTIAL, Endpoint, TcpSession, seq_delta
 from sensor.packets import TCP_ACK
 
-MIN_RUN = 32  # shorter runs are cheaper per packet than the numpy set-up; tests lower it to force the path
+MIN_RUN = 128  # shorter runs are cheaper per packet than the numpy set-up; tests lower it to force the path
 _LIMIT = 1 << 30  # spans below this keep every pairwise seq_delta exact in 64-bit arithmetic
 _HALF, _MOD = 1 << 31, 1 << 32
 _OPEN = (ESTABLISHED, PARTIAL)

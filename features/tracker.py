@@ -113,7 +113,8 @@ class _Columns:
 
     Why: fancy-indexing a whole structured ``PACKET_DTYPE`` array copies every field (about 13 ms per
     64k-packet batch), while the tracker reads a dozen columns; taking those one by one is ~10x cheaper.
-    The arrays are private copies, so fragment attribution may write into them.
+    Columns taken at ``rows`` are private copies (fragment attribution writes into them); without ``rows``
+    they are read-only views of the source.
     """
 
     __slots__ = ("_source", "_rows", "_cache", "_n")
@@ -129,7 +130,11 @@ class _Columns:
         col = self._cache.get(name)
         if col is None:
             col = self._source[name]
-            col = col.copy() if self._rows is None else col[self._rows]
+            if self._rows is None:
+                col = col.view()
+                col.flags.writeable = False
+            else:
+                col = col[self._rows]
             self._cache[name] = col
         return col
 
@@ -164,6 +169,13 @@ class _Addresses:
         """Text of many addresses (one memo lookup each)."""
         memo, get = self._memo, self.get
         return [(memo.get(key) or get(*key))[0] for key in zip(hi.tolist(), lo.tolist())]
+
+
+def _group_rows(groups: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(rows of the chosen groups in group order, their lengths, their starts within those rows)."""
+    lens = ends[groups] - starts[groups]
+    local_starts = np.cumsum(lens) - lens
+    return np.repeat(starts[groups] - local_starts, lens) + np.arange(int(lens.sum())), lens, local_starts
 
 
 _PROTO_NAMES = {IPPROTO_TCP: "tcp", IPPROTO_UDP: "udp", IPPROTO_ICMP: "icmp", IPPROTO_ICMPV6: "icmp"}
@@ -213,7 +225,8 @@ class ConnectionTracker:
             non_ip = int(np.count_nonzero(bad == Malformed.NON_IP))
             self.counters["non_ip"] += non_ip
             self.counters["malformed"] += int(np.count_nonzero(bad)) - non_ip
-        pk = _Columns(batch, np.flatnonzero(bad == 0) if bad.any() else None)
+        is_frag = batch["is_fragment"] != 0
+        pk = _Columns(batch, np.flatnonzero(bad == 0) if bad.any() or is_frag.any() else None)
         if len(pk) == 0:
             return []
         wrong = np.zeros(len(pk), dtype=bool)
@@ -277,15 +290,14 @@ class ConnectionTracker:
         for name, col in zip(_KEY_DTYPE.names, (proto_s, ah, al, ap, bh, bl, bp)):
             packed[name] = col[starts]
         keys = packed.view(f"V{_KEY.size}").tolist()
-        s = pk.take(order)
         wrong_s = wrong[order]
         is_tcp = proto_s[starts] == IPPROTO_TCP
         tcp_groups = np.flatnonzero(is_tcp)
         if len(tcp_groups):
-            self._track_tcp(s, from_a, wrong_s, starts, ends, keys, tcp_groups)
+            self._track_tcp(pk, order, from_a, wrong_s, starts, ends, keys, tcp_groups)
         other_groups = np.flatnonzero(~is_tcp)
         if len(other_groups):
-            self._track_other(s, from_a, wrong_s, sp[order], dp[order], starts, ends, keys, other_groups)
+            self._track_other(pk, order, from_a, wrong_s, sp[order], dp[order], starts, ends, keys, other_groups)
 
     def _new_conn(self, key: bytes, from_a: bool, flip: bool, t: int,
                   tcp: TcpSession | SynAttempt | None = None) -> _Conn:
@@ -302,14 +314,10 @@ class ConnectionTracker:
         return conn
 
     # -- TCP -----------------------------------------------------------------------------------------
-    def _track_tcp(self, s, from_a, wrong_s, starts, ends, keys, groups) -> None:
-        lens_g = ends[groups] - starts[groups]
-        local_starts = np.cumsum(lens_g) - lens_g  # group starts within the TCP selection
-        if len(groups) < len(starts):
-            sel = np.repeat(starts[groups] - local_starts, lens_g) + np.arange(int(lens_g.sum()))
-        else:
-            sel = np.arange(len(s))
-        t = s.take(sel)
+    def _track_tcp(self, pk, order, from_a, wrong_s, starts, ends, keys, groups) -> None:
+        """``from_a``, ``wrong_s``, ``starts``, ``ends`` are in grouped order (batch rows ``order``)."""
+        sel, lens_g, local_starts = _group_rows(groups, starts, ends)
+        t = pk.take(order[sel])  # one copy of each column, straight into grouped TCP order
         fa_np = from_a[sel]
         group_start = np.zeros(len(sel), dtype=bool)
         group_start[local_starts] = True
@@ -328,8 +336,7 @@ class ConnectionTracker:
         iplens = t["ip_len"].tolist()
         fa = fa_np.tolist()
         wr = wrong_s[sel].tolist()
-        sps, dps = t["sport"].tolist(), t["dport"].tolist()
-        dhs, dls = t["dst_hi"].tolist(), t["dst_lo"].tolist()
+        sport, dport, dst_hi, dst_lo = t["sport"], t["dport"], t["dst_hi"], t["dst_lo"]  # read per new connection
         runs = RunSums(t["ip_len"], fa_np, (cols.flags & TCP_URG) != 0, wrong_s[sel])
         conns = self._conns
         attempt = self._attempt
@@ -356,29 +363,31 @@ class ConnectionTracker:
                 if e > j and conn is not None and conn.last_ns + idle > ts[j] and open_session(conn.tcp):
                     # plain segments of an open session: no state changes, no new connection inside
                     if e - j < min_run or not self._fast_run(conn, cols, runs, j, e):
-                        tcp, orig_is_a = conn.tcp, conn.orig_is_a
-                        for k in range(j, e):
-                            tcp.plain_packet(fa[k] == orig_is_a, flags[k], seqs[k], acks[k], plens[k], wins[k],
-                                             ts[k])
+                        conn.tcp.plain_steps(conn.orig_is_a, fa, flags, seqs, acks, plens, wins, ts, j, e)
                         self._add_run(conn, runs, j, e, ts[e - 1])
                     j = e
                     continue
                 # the per-packet path: Zeek's state machine for one segment (see features.tcp_state)
                 t, fl, from_a_j = ts[j], flags[j], fa[j]
-                if conn is not None and (self._tcp_deadline(conn) <= t
+                if conn is not None and ((self._may_be_due(conn, t) and self._tcp_deadline(conn) <= t)
                                          or (fl & TCP_SYN and conn.tcp.is_reuse(fl, seqs[j]))):
                     self._finish(conn)
                     conn = None
+                opened = None
                 if conn is None:
                     syn_ack = fl & (TCP_SYN | TCP_ACK) == (TCP_SYN | TCP_ACK)
                     syn_only = fl & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) == TCP_SYN
-                    flip = flip_new_connection(IPPROTO_TCP, sps[j], dps[j], syn_only, syn_ack, dhs[j], dls[j])
-                    conn = self._new_conn(key, from_a_j, flip, t)
-                tcp = conn.tcp
-                flips = tcp.flips
-                tcp.packet(from_a_j == conn.orig_is_a, fl, seqs[j], acks[j], plens[j], wins[j], t, attempt)
-                if tcp.flips != flips:
-                    conn.swap_roles()
+                    flip = flip_new_connection(IPPROTO_TCP, int(sport[j]), int(dport[j]), syn_only, syn_ack,
+                                               int(dst_hi[j]), int(dst_lo[j]))
+                    if fast and not flip and SynAttempt.applies(fl, plens[j]):
+                        opened = TcpSession.from_syn(seqs[j], wins[j], t, t + attempt)
+                    conn = self._new_conn(key, from_a_j, flip, t, opened)
+                if opened is None:
+                    tcp = conn.tcp
+                    flips = tcp.flips
+                    tcp.packet(from_a_j == conn.orig_is_a, fl, seqs[j], acks[j], plens[j], wins[j], t, attempt)
+                    if tcp.flips != flips:
+                        conn.swap_roles()
                 if from_a_j == conn.orig_is_a:
                     conn.o_pkts += 1
                     conn.o_ip += iplens[j]
@@ -432,6 +441,13 @@ class ConnectionTracker:
         conn.wrong += wrong
         conn.last_ns = last_ns
 
+    def _may_be_due(self, conn: _Conn, t: int) -> bool:
+        """Cheap pre-test of ``_tcp_deadline(conn) <= t``: False only when no timer can be due at ``t``."""
+        tcp = conn.tcp
+        attempt = tcp.attempt_deadline
+        return (conn.last_ns + self._tcp_idle <= t or tcp.close_deadline is not None
+                or (attempt is not None and attempt <= t))
+
     def _tcp_deadline(self, conn: _Conn) -> int:
         tcp = conn.tcp
         deadline = conn.last_ns + self._tcp_idle
@@ -443,12 +459,12 @@ class ConnectionTracker:
         return deadline
 
     # -- UDP, ICMP, other: aggregation -------------------------------------------------------------------
-    def _track_other(self, s, from_a, wrong_s, sp_s, dp_s, starts, ends, keys, groups) -> None:
-        sel = np.concatenate([np.arange(starts[g], ends[g]) for g in groups]) if len(groups) < len(starts) \
-            else np.arange(len(s))
-        gid = np.repeat(groups, (ends[groups] - starts[groups]))
-        ts = s["ts_ns"][sel]
-        proto = s["proto"][sel]
+    def _track_other(self, pk, order, from_a, wrong_s, sp_s, dp_s, starts, ends, keys, groups) -> None:
+        sel, lens_g, _ = _group_rows(groups, starts, ends)
+        o = pk.take(order[sel])
+        gid = np.repeat(groups, lens_g)
+        ts = o["ts_ns"]
+        proto = o["proto"]
         idle = np.full(len(sel), self._other_idle, dtype=np.int64)
         for p, v in self._idle.items():
             idle[proto == p] = v
@@ -456,8 +472,8 @@ class ConnectionTracker:
         seg[1:] = (gid[1:] != gid[:-1]) | (ts[1:] - ts[:-1] >= idle[1:])
         seg_starts = np.flatnonzero(seg)
         fa = from_a[sel]
-        ipl = s["ip_len"][sel].astype(np.int64)
-        pay = np.where(proto == 132, 0, s["payload_len"][sel].astype(np.int64))  # Zeek: no payload for SCTP
+        ipl = o["ip_len"].astype(np.int64)
+        pay = np.where(proto == 132, 0, o["payload_len"].astype(np.int64))  # Zeek: no payload for SCTP
         fa_i = fa.astype(np.int64)
         red = np.add.reduceat
         n_tot = np.diff(np.append(seg_starts, len(sel)))
@@ -469,8 +485,8 @@ class ConnectionTracker:
         rows = zip(gid[seg_starts].tolist(), ts[seg_starts].tolist(), ts[last_idx].tolist(),
                    fa[seg_starts].tolist(), n_tot.tolist(), n_a.tolist(), ip_tot.tolist(), ip_a.tolist(),
                    pay_tot.tolist(), pay_a.tolist(), wrong_n.tolist(), sp_s[sel][seg_starts].tolist(),
-                   dp_s[sel][seg_starts].tolist(), s["dst_hi"][sel][seg_starts].tolist(),
-                   s["dst_lo"][sel][seg_starts].tolist())
+                   dp_s[sel][seg_starts].tolist(), o["dst_hi"][seg_starts].tolist(),
+                   o["dst_lo"][seg_starts].tolist())
         conns = self._conns
         idle_of = self._idle
         for g, t0, t1, first_a, n, na, ipt, ipa, pt, pa, wn, sport, dport, dhi, dlo in rows:
