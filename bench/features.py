@@ -5,8 +5,9 @@ usage: .venv/bin/python bench/features.py [--skip-reference] [--profile] [--repe
 Prints, in one run:
 - packets/s of the whole process ``netwarden features --format kdd -o /dev/null`` on the 10x benchmark
   capture (bench/out/ndpi-ether-10x.pcap, built with ../shared/tools/make_bench_pcap.py if missing), and its
-  peak RSS measured from outside, with the default ``reader.workers`` (2: a child process reads and
-  decodes) and with 1 (everything in one process);
+  peak RSS measured from outside, for each ``reader.workers`` (3: a reader child decodes, the main process
+  tracks, a writer child computes windows and vectors and writes; 2: the main process also computes and
+  writes; 1: everything in one process);
 - packets/s of the per-packet reference loop of bench/decode.py (``reference``) on the same file, and the ratio (target
   >= 1.0x, RSS < 500 MB);
 - connections/s on the spoofed SYN flood capture (attacks/stopddos/pkt.TCP.synflood.spoofed.pcap);
@@ -17,6 +18,7 @@ Prints, in one run:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import resource
@@ -112,10 +114,12 @@ def reference_rate(path: Path, packets: int) -> float | None:
 
 
 def profile(path: Path, workers: int) -> None:
-    """Split of the in-process time by stage, streaming as ``netwarden features`` does; with 2 workers the
-    first stage is the time this process waits for the reader process (the rest of reading overlaps).
-    Also this process's CPU seconds: with two workers, the wall time the command would take with its second
-    CPU free (wall times on a shared machine also count the time the processes wait for a CPU)."""
+    """Split of the main process's time by stage, streaming as ``netwarden features`` does; with 2 or 3
+    workers the first stage is the time this process waits for the reader process (the rest of reading
+    overlaps), with 3 the windows, vectors and text are the writer process's and this process only hands
+    it the records ("to writer": encoding and the pipe, including any wait for a full pipe).
+    Also this process's CPU seconds: the wall time the command would take with its other processes on a
+    free CPU (wall times on a shared machine also count the time the processes wait for a CPU)."""
     sys.path.insert(0, str(ROOT))
     from features.tracker import ConnectionTracker, TrackerSettings
     from features.vectors import FeatureBuilder
@@ -123,15 +127,20 @@ def profile(path: Path, workers: int) -> None:
     from sensor.pipeline import WINDOW_GROUP, tracker_horizon
     from sensor.readahead import ReadAhead
     from sensor.sources import open_source
+    from sensor.writebehind import WriteBehind
 
     cfg = config.defaults()
     settings = TrackerSettings.from_config(cfg.section("tracker"))
     tracker, horizon = ConnectionTracker(settings), tracker_horizon(settings)
     builder = FeatureBuilder.from_config(cfg, WINDOW_GROUP)
     first = "read+decode" if workers == 1 else "wait for reader"
-    spent = dict.fromkeys((first, "track", "windows+vectors", "kdd text"), 0.0)
+    later = ("to writer",) if workers == 3 else ("windows+vectors", "kdd text")
+    spent = dict.fromkeys((first, "track") + later, 0.0)
     conns, wall, cpu = 0, time.perf_counter(), time.process_time()
-    with open(os.devnull, "w") as sink:
+    with open(os.devnull, "w") as sink, contextlib.ExitStack() as stack:
+        if workers == 3:
+            behind = stack.enter_context(WriteBehind("kdd", sink, cfg))
+            behind.begin(str(path))
         writer = outputs.Writer("kdd", sink)
         source = open_source(path, cfg["reader.batch_size"])
         batches = iter(source if workers == 1 else ReadAhead(source))
@@ -143,23 +152,26 @@ def profile(path: Path, workers: int) -> None:
             last = batch is None
             records = tracker.flush() if last else tracker.process(batch)
             t2 = time.perf_counter()
-            table = builder.feed(records, math.inf if last else int(batch["ts_ns"].max()) / 1e9 - horizon)
-            t3 = time.perf_counter()
-            writer.write(table, None)
-            t4 = time.perf_counter()
             spent["track"] += t2 - t1
-            spent["windows+vectors"] += t3 - t2
-            spent["kdd text"] += t4 - t3
-            conns += len(table)
+            watermark = math.inf if last else int(batch["ts_ns"].max()) / 1e9 - horizon
+            conns += len(records)
+            if workers == 3:
+                behind.records(records, watermark)
+                if last:
+                    behind.close()
+                spent["to writer"] += time.perf_counter() - t2
+            else:
+                table = builder.feed(records, watermark)
+                t3 = time.perf_counter()
+                writer.write(table, None)
+                spent["windows+vectors"] += t3 - t2
+                spent["kdd text"] += time.perf_counter() - t3
             if last:
                 break
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    per_conn = {k: v / max(conns, 1) * 1e6 for k, v in spent.items()}
-    print(f"profile (streaming, reader.workers {workers}): {conns:,} connections in {wall:.2f} s, this process "
-          f"{cpu:.2f} CPU s; "
-          + ", ".join(f"{k} {v:.2f} s" for k, v in spent.items())
-          + f"; windows+vectors {per_conn['windows+vectors']:.1f} us/connection, "
-          f"kdd text {per_conn['kdd text']:.1f} us/connection")
+    print(f"profile (streaming, reader.workers {workers}): {conns:,} connections in {wall:.2f} s, main process "
+          f"{cpu:.2f} CPU s; " + ", ".join(f"{k} {v:.2f} s ({v / max(conns, 1) * 1e6:.1f} us/connection)"
+                                          for k, v in spent.items()))
 
 
 def main() -> None:
@@ -179,7 +191,7 @@ def main() -> None:
 
     default = config.defaults()["reader.workers"]
     rates = {}
-    for workers in (default, 1) if default != 1 else (1,):
+    for workers in (2, 3, 1):  # every mode of reader.workers, the default first
         runs = [run_features(pcap, os.devnull, workers) for _ in range(max(1, args.repeat))]
         wall = min(w for w, _, _ in runs)
         rates[workers] = packets / wall

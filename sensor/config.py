@@ -57,8 +57,9 @@ OPTIONS: tuple[Option, ...] = (
            max=1 << 24),
     Option("reader.workers", int, 2,
            "Processes per capture file: 2 = a child process reads and decodes while this one tracks, computes "
-           "features and writes (needs a second usable CPU, else 1 is used); 1 = all in one process.",
-           min=1, max=2),
+           "features and writes; 3 = as 2, but `netwarden features` computes features and writes in another "
+           "child (pays with 3 free CPUs); 1 = all in one process (also used where only one CPU is usable).",
+           min=1, max=3),
     # connection tracking (Zeek's defaults)
     Option("tracker.tcp_inactivity_timeout", float, 300.0, "Seconds of silence before a TCP connection ends.",
            min=0.001),

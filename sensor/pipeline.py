@@ -11,13 +11,15 @@ memory stays flat with the capture's size (a conn.log is read whole: see ``_conn
 the tracker finished them, then those still open at the end in start order; a conn.log: its line order),
 the same order either way, and the same values: the windows see every connection in end order.
 
-Processes: with ``reader.workers: 2`` (the default) a capture is read and decoded by a child process while
-this one tracks, computes windows and writes (``sensor.readahead``); the batches, and so the output, are
-the same as in one process.
+Processes: with ``reader.workers`` 2 or more a capture is read and decoded by a child process while this
+one tracks (``sensor.readahead``); with 3, ``netwarden features`` also computes windows and writes in
+another child (``sensor.writebehind``, fed through ``record_chunks`` and ``InputRows``). The batches and
+records, and so the output, are the same as in one process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import math
 import sys
@@ -192,30 +194,55 @@ def records_from_conn_log(path: str | Path) -> list[ConnectionRecord]:
     return [r for records, _ in _conn_log_records(Path(path)) for r in records]
 
 
+def record_chunks(path: Path, kind: str, cfg) -> Iterator[tuple[list[ConnectionRecord], float]]:
+    """The connection records of a capture or conn.log (``kind`` from ``detect_input``), chunk by chunk,
+    each with its watermark (no later record ends before it)."""
+    return _capture_records(path, cfg) if kind == "capture" else _conn_log_records(path)
+
+
+def load_dataset(path: str | Path) -> FeatureTable:
+    """The feature rows of an NSL-KDD/KDD'99 file."""
+    from features.datasets import DatasetError, load_kdd_file
+
+    try:
+        return load_kdd_file(path)
+    except DatasetError as exc:
+        raise InputError(str(exc)) from None
+
+
+class InputRows:
+    """Records of one input (in emission order, with watermarks) -> its completed feature rows, with fresh
+    traffic windows: the stage after tracking, wherever it runs (this process or ``sensor.writebehind``)."""
+
+    def __init__(self, cfg, source: str) -> None:
+        self.builder = FeatureBuilder.from_config(cfg, WINDOW_GROUP)
+        self.source = source
+        self.held: list[ConnectionRecord] = []  # records whose rows the builder has not returned yet
+
+    def feed(self, records: list[ConnectionRecord], watermark: float) -> InputData | None:
+        """The rows (and their records) completed by these records and this watermark; None if none."""
+        self.held.extend(records)
+        table = self.builder.feed(records, watermark, source=self.source)
+        if not len(table):
+            return None
+        out, self.held = self.held[: len(table)], self.held[len(table):]
+        return InputData(table, out)
+
+
 def iter_input(path: str | Path, cfg) -> Iterator[InputData]:
     """One input file of any supported kind, as chunks of feature rows (and their records, where there are
     any), in emission order; chunks are never empty."""
     kind = detect_input(path)
     if kind == "kdd":
-        from features.datasets import DatasetError, load_kdd_file
-
-        try:
-            table = load_kdd_file(path)
-        except DatasetError as exc:
-            raise InputError(str(exc)) from None
+        table = load_dataset(path)
         if len(table):
             yield InputData(table, None)
         return
-    path = Path(path)
-    builder = FeatureBuilder.from_config(cfg, WINDOW_GROUP)
-    chunks = _capture_records(path, cfg) if kind == "capture" else _conn_log_records(path)
-    held: list[ConnectionRecord] = []  # records whose rows the builder has not returned yet
-    for records, watermark in chunks:
-        held.extend(records)
-        table = builder.feed(records, watermark, source=str(path))
-        if len(table):
-            out, held = held[: len(table)], held[len(table):]
-            yield InputData(table, out)
+    rows = InputRows(cfg, str(path))
+    with contextlib.closing(record_chunks(Path(path), kind, cfg)) as chunks:
+        for records, watermark in chunks:
+            if chunk := rows.feed(records, watermark):
+                yield chunk
 
 
 def load_input(path: str | Path, cfg) -> InputData:

@@ -64,11 +64,7 @@ class ReadAhead:
         return self.source.format
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        read_fd, write_fd = os.pipe()
-        try:
-            fcntl.fcntl(write_fd, _F_SETPIPE_SZ, _PIPE_BYTES)
-        except OSError:
-            pass  # a smaller pipe only means more system calls
+        read_fd, write_fd = pipe_pair()
         sys.stdout.flush()  # the child flushes the std streams it inherited when it exits: nothing twice
         sys.stderr.flush()
         child = _FORK.Process(target=_serve, args=(self.source, write_fd, read_fd), daemon=True,
@@ -81,10 +77,10 @@ class ReadAhead:
         try:
             while True:
                 try:
-                    kind, skips, value = pickle.loads(_read(pipe, _LENGTH.unpack(_read(pipe, _LENGTH.size))[0]))
+                    kind, skips, value = receive(pipe)
                     if kind == "batch":
                         batch = np.empty(value // PACKET_DTYPE.itemsize, PACKET_DTYPE)
-                        _read_into(pipe, memoryview(batch).cast("B"))
+                        read_into(pipe, memoryview(batch).cast("B"))
                 except EOFError:
                     child.join()
                     raise RuntimeError(f"the reader process of {self.source.path} died "
@@ -102,7 +98,8 @@ class ReadAhead:
             child.join()
 
 
-def _read_into(pipe, view: memoryview) -> None:
+def read_into(pipe, view: memoryview) -> None:
+    """Fill ``view`` from the unbuffered ``pipe``; EOFError if the writer closed it first."""
     done = 0
     while done < len(view):
         n = pipe.readinto(view[done:])
@@ -111,21 +108,49 @@ def _read_into(pipe, view: memoryview) -> None:
         done += n
 
 
-def _read(pipe, n: int) -> bytearray:
+def read_exact(pipe, n: int) -> bytearray:
     buf = bytearray(n)
-    _read_into(pipe, memoryview(buf))
+    read_into(pipe, memoryview(buf))
     return buf
 
 
-def _write(fd: int, data) -> None:
+def receive(pipe) -> Any:
+    """The next object written by ``send``; EOFError if the pipe ended first."""
+    return pickle.loads(read_exact(pipe, _LENGTH.unpack(read_exact(pipe, _LENGTH.size))[0]))
+
+
+def write_all(fd: int, data) -> None:
     view = memoryview(data).cast("B")
     while view:
         view = view[os.write(fd, view):]
 
 
-def _send(fd: int, kind: str, skips: Counter, value: Any) -> None:
-    message = pickle.dumps((kind, skips, value), pickle.HIGHEST_PROTOCOL)
-    _write(fd, _LENGTH.pack(len(message)) + message)
+def send(fd: int, obj: Any) -> None:
+    """``obj`` pickled with its length in front, for ``receive`` at the other end."""
+    message = pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)
+    write_all(fd, _LENGTH.pack(len(message)) + message)
+
+
+def transportable(exc: Exception, process: str) -> Exception:
+    """``exc`` with a note of where it was raised (the traceback of ``process``), or a RuntimeError with
+    that text where ``exc`` does not pickle: what a child sends its parent to raise."""
+    where = "".join(traceback.format_exception(exc))
+    exc.add_note(f"in the {process} process:\n" + where)
+    try:
+        pickle.dumps(exc)
+    except Exception:
+        return RuntimeError(f"in the {process} process:\n" + where)
+    return exc
+
+
+def pipe_pair(buffer_bytes: int = _PIPE_BYTES) -> tuple[int, int]:
+    """A pipe (read fd, write fd) with a buffer of ``buffer_bytes`` where Linux allows it."""
+    read_fd, write_fd = os.pipe()
+    try:
+        fcntl.fcntl(write_fd, _F_SETPIPE_SZ, buffer_bytes)
+    except OSError:
+        pass  # a smaller pipe only means more system calls
+    return read_fd, write_fd
 
 
 def _serve(source: FileSource, fd: int, parent_fd: int) -> None:
@@ -144,18 +169,11 @@ def _serve(source: FileSource, fd: int, parent_fd: int) -> None:
         try:
             for batch in source:
                 batch = np.ascontiguousarray(batch)
-                _send(fd, "batch", new_skips(), batch.nbytes)
-                _write(fd, batch)
+                send(fd, ("batch", new_skips(), batch.nbytes))
+                write_all(fd, batch)
         except Exception as exc:  # every failure goes to the parent, which raises it where it happened
-            where = "".join(traceback.format_exception(exc))
-            exc.add_note("in the reader process:\n" + where)
-            skips = new_skips()
-            try:
-                pickle.dumps(exc)
-            except Exception:  # an exception that does not pickle: its traceback as text
-                exc = RuntimeError("in the reader process:\n" + where)
-            _send(fd, "error", skips, exc)
+            send(fd, ("error", new_skips(), transportable(exc, "reader")))
             return
-        _send(fd, "end", new_skips(), None)
+        send(fd, ("end", new_skips(), None))
     except (BrokenPipeError, ConnectionResetError):
         pass  # the parent stopped reading (closed output, error, or it died): nothing left to do

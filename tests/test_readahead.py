@@ -1,5 +1,6 @@
-"""Reading a capture in a child process (``reader.workers: 2``): the same batches, skips, errors and output
-bytes as in one process, and no process left behind however the parent stops."""
+"""Reading a capture in a child process (``reader.workers: 2``), and also writing in another one (3): the
+same batches, skips, errors and output bytes as in one process, and no process left behind however the
+main process stops."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pytest
 
 import features.tracker
 from features.flow_ids import UidGenerator
-from sensor import config, readahead
+from sensor import config, outputs, readahead, writebehind
 from sensor.commands import features as features_cmd
 from sensor.sources import CaptureError, FileSource, open_source
 from tests.conftest import ROOT
@@ -104,22 +105,51 @@ def test_stopping_early_ends_the_child(data_dir):
 
 
 @pytest.mark.parametrize("fmt", ["kdd", "zeek", "zeek-json", "csv", "jsonl"])
-def test_two_processes_write_the_same_bytes(fmt, data_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(readahead, "usable_cpus", lambda: 2)  # the child even on a one-CPU runner
+def test_two_and_three_processes_write_the_same_bytes(fmt, data_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(readahead, "usable_cpus", lambda: 2)  # the children even on a one-CPU runner
     started = []
     real = readahead.ReadAhead
     monkeypatch.setattr(readahead, "ReadAhead", lambda source: started.append(source.path) or real(source))
-    outputs = []
-    for workers in (1, 2):
+    writers = []
+    real_writer = writebehind.WriteBehind
+    monkeypatch.setattr(writebehind, "WriteBehind", lambda *a: writers.append(a[0]) or real_writer(*a))
+    inputs = [data_dir / name for name in CAPTURES] + [data_dir / "attacks/slips/port-scans/vertical/conn.log"]
+    if fmt not in outputs.RECORD_FORMATS:
+        dataset = tmp_path / "kdd.txt"  # dataset rows pass through the writer too
+        dataset.write_text("".join((data_dir / "nsl-kdd/KDDTest+.txt").open().readlines()[:300]))
+        inputs.append(dataset)
+    outs = []
+    for workers in (1, 2, 3):
         monkeypatch.setattr(features.tracker, "UidGenerator", lambda seed=None: UidGenerator(7))
         out = tmp_path / f"{workers}.{fmt}"
         cfg = config.from_mapping({"reader": {"workers": workers, "batch_size": 700}})
-        args = Namespace(inputs=[str(data_dir / name) for name in CAPTURES], format=fmt, output=str(out))
+        args = Namespace(inputs=[str(path) for path in inputs], format=fmt, output=str(out))
         assert features_cmd.run(args, cfg) == 0
         text = out.read_text()
-        outputs.append([line for line in text.splitlines() if not line.startswith(("#open", "#close"))])
-    assert started == [data_dir / name for name in CAPTURES]  # workers 2 did read in a child, every file
-    assert len(outputs[0]) > 2000 and outputs[0] == outputs[1]
+        outs.append([line for line in text.splitlines() if not line.startswith(("#open", "#close"))])
+    assert started == [data_dir / name for name in CAPTURES] * 2  # workers 2 and 3 read in a child, every file
+    assert writers == [fmt]  # workers 3 wrote in a child
+    assert len(outs[0]) > 2000 and outs[0] == outs[1] == outs[2]
+    assert readahead.multiprocessing.active_children() == []
+
+
+def test_a_failing_writer_keeps_the_previous_file(data_dir, tmp_path, monkeypatch):
+    """An exception in the writer process is raised by the main process, which then ends both children;
+    the output file is only replaced on success."""
+    monkeypatch.setattr(readahead, "usable_cpus", lambda: 2)
+
+    def failing(table, fh):
+        raise KeyError("bug")
+
+    monkeypatch.setattr(outputs, "write_kdd", failing)  # the forked writer process runs it too
+    out = tmp_path / "out.kdd"
+    out.write_text("previous\n")
+    args = Namespace(inputs=[str(data_dir / CAPTURES[2])], format="kdd", output=str(out))
+    with pytest.raises(KeyError) as err:
+        features_cmd.run(args, config.from_mapping({"reader": {"workers": 3, "batch_size": 100}}))
+    assert "in the writer process" in "".join(err.value.__notes__)
+    assert out.read_text() == "previous\n" and [p.name for p in tmp_path.iterdir()] == ["out.kdd"]
+    assert readahead.multiprocessing.active_children() == []
 
 
 def _warnings(stderr: str) -> list[dict]:
@@ -132,18 +162,38 @@ def test_cli_skips_and_errors_as_in_one_process(data_dir, tmp_path):
                                                    Rec(eth_tcp[:40]), Rec(eth_tcp)])
     corrupt = _corrupt_gzip(tmp_path / "corrupt.pcap.gz", _records(data_dir, 100), 0)
     runs = []
-    for workers in (1, 2):
+    for workers in (1, 2, 3):
         cfg = str(_config(tmp_path, workers, 1))
         ok = subprocess.run([*NETWARDEN, "--config", cfg, str(broken), str(data_dir / CAPTURES[3])], cwd=ROOT,
                             capture_output=True, text=True, timeout=120)
         bad = subprocess.run([*NETWARDEN, "--config", cfg, str(corrupt)], cwd=ROOT, capture_output=True,
                              text=True, timeout=120)
-        assert ok.returncode == 0 and bad.returncode == 1
-        runs.append((ok.stdout, _warnings(ok.stderr), bad.stdout, bad.stderr))
-    assert runs[0] == runs[1]
+        full = subprocess.run([*NETWARDEN, "--config", cfg, "-o", "/dev/full", str(broken)],
+                              cwd=ROOT, capture_output=True, text=True, timeout=120)  # the writer fails
+        assert ok.returncode == 0 and bad.returncode == 1 and full.returncode == 1
+        *warned, error = full.stderr.splitlines()
+        runs.append((ok.stdout, _warnings(ok.stderr), bad.stdout, bad.stderr, _warnings("\n".join(warned)), error))
+    assert runs[0] == runs[1] == runs[2]
     reasons = [(w["file"], w["reason"]) for w in runs[0][1]]
     assert len(reasons) == len(set(reasons)) >= 4 and (str(broken), "bad_record:orig_len") in reasons  # once each
     assert runs[0][3].startswith("netwarden: error:") and len(runs[0][3].splitlines()) == 1
+    assert runs[0][5] == "netwarden: error: cannot write /dev/full: No space left on device"
+
+
+def test_closed_stdout_ends_every_process(data_dir, tmp_path):
+    """``netwarden features ... | head -1``: 800 kB of rows, far more than the pipe holds, so the writer
+    process meets the closed pipe; the command stops as in one process and leaves no process behind."""
+    codes = []
+    for workers in (1, 3):
+        proc = subprocess.Popen([*NETWARDEN, "--config", str(_config(tmp_path, workers)),
+                                 *(str(data_dir / name) for name in CAPTURES[:3])],
+                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        first = proc.stdout.readline()
+        kids = _children(proc.pid)
+        proc.stdout.close()
+        codes.append((first, proc.wait(timeout=60), proc.stderr.read()))
+        assert all(_gone(kid) for kid in kids)
+    assert codes[0] == codes[1] and codes[0][0].count(b",") > 30 and b"Traceback" not in codes[1][2]
 
 
 def _children(pid: int) -> list[int]:
@@ -177,16 +227,17 @@ def _gone(pid: int) -> bool:
 @pytest.mark.parametrize("how", ["sigterm", "ctrl-c", "sigkill"])
 def test_no_reader_left_behind(how, data_dir, tmp_path):
     """A packet per batch: the reader's messages (3 MB) outgrow the pipe, so it is still running, or
-    blocked writing, when the parent is stopped; it must not stay blocked on a pipe nobody reads."""
-    cfg = _config(tmp_path, 2, 1)
+    blocked writing, when the parent is stopped; neither it nor the writer process may stay blocked on a
+    pipe nobody reads or writes."""
+    cfg = _config(tmp_path, 3, 1)
     capture = write_pcap(tmp_path / "many.pcap", _records(data_dir, 20000))
     proc = subprocess.Popen([*NETWARDEN, "--config", str(cfg), str(capture)],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
-        while not (kids := _children(proc.pid)) and proc.poll() is None and time.monotonic() < deadline:
+        while len(kids := _children(proc.pid)) < 2 and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert kids, "the reader process never started"
+        assert len(kids) == 2, "the reader and writer processes never started"
         if how == "ctrl-c":
             os.killpg(proc.pid, signal.SIGINT)  # a terminal sends it to the whole foreground group
         else:

@@ -21,24 +21,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, cfg) -> int:
+    from pathlib import Path
+
     from sensor import outputs
     from sensor.cli import UserError
-    from sensor.pipeline import InputError, detect_input, iter_input
+    from sensor.pipeline import InputError, detect_input, load_dataset, record_chunks
+    from sensor.readahead import usable_cpus
+    from sensor.writebehind import FeatureSink, WriteBehind
 
-    needs_records = args.format in outputs.RECORD_FORMATS
     try:
-        for path in args.inputs:  # check every input first: a bad last file must not cost minutes of work
-            if detect_input(path) == "kdd" and needs_records:
+        kinds = [detect_input(path) for path in args.inputs]  # all first: a bad last file must not cost minutes
+        for path, kind in zip(args.inputs, kinds):
+            if kind == "kdd" and args.format in outputs.RECORD_FORMATS:
                 raise UserError(f"{path}: --format {args.format} needs connection records, a KDD dataset "
                                 "file has only feature rows (use kdd, csv or jsonl)")
+        in_child = cfg["reader.workers"] > 2 and usable_cpus() > 1
         with outputs.open_output(args.output) as fh:
-            writer = outputs.Writer(args.format, fh)
-            for path in args.inputs:  # rows are written chunk by chunk as connections finish
-                # closed at once on any error (a closed output pipe ...): ends the reader process if any
-                with contextlib.closing(iter_input(path, cfg)) as chunks:
-                    for chunk in chunks:
-                        writer.write(chunk.table, chunk.records)
-            writer.close()
+            # windows, vectors and text in a child process (reader.workers 3), else here
+            with (WriteBehind if in_child else FeatureSink)(args.format, fh, cfg) as sink:
+                for path, kind in zip(args.inputs, kinds):
+                    if kind == "kdd":
+                        if len(table := load_dataset(path)):
+                            sink.table(table)
+                        continue
+                    sink.begin(str(path))  # rows are written chunk by chunk as connections finish
+                    # closed at once on any error (a closed output pipe ...): ends the reader process if any
+                    with contextlib.closing(record_chunks(Path(path), kind, cfg)) as chunks:
+                        for records, watermark in chunks:
+                            sink.records(records, watermark)
+                sink.close()
     except InputError as exc:
         raise UserError(str(exc)) from None
     except BrokenPipeError:
