@@ -2,9 +2,10 @@
 
 Why our own Community ID hash for TCP/UDP/other: the ``communityid`` package builds several Python objects
 per flow (about 30 µs each), which on a capture with 150k connections costs more than tracking them. The
-hash itself is one SHA-1 over a packed tuple, so TCP/UDP/SCTP/other flows are hashed here directly; ICMP,
-whose port fields need the package's type/code pairing tables, goes through the package. The tests check
-the fast path against the package.
+hash itself is one SHA-1 over a packed tuple, so flows are hashed here directly. ``community_id`` sends ICMP,
+whose port fields need the package's type/code pairing tables, through the package; ``community_ids`` takes
+ICMP endpoints already paired (the tracker's key uses the same pairing, ``features.direction``). The tests
+check both against the package.
 
 ``community_ids`` hashes many connections at once (the tracker builds records in bulk): the hash inputs
 are packed by numpy into one buffer and the digests base64-encoded in one call, so a connection costs
@@ -85,14 +86,16 @@ _HASH_INPUTS = {(v6, ported): _hash_input_dtype("(2,)>u8" if v6 else ">u4", port
 
 def community_ids(proto: np.ndarray, a_hi: np.ndarray, a_lo: np.ndarray, a_port: np.ndarray,
                   b_hi: np.ndarray, b_lo: np.ndarray, b_port: np.ndarray, v6: np.ndarray) -> list[str]:
-    """Community IDs of many TCP/UDP/SCTP/other (not ICMP) connections whose endpoint A sorts first.
+    """Community IDs of many connections whose endpoint A sorts first.
 
     A sorts first when (A address, A port) <= (B address, B port), addresses compared as numbers of one
     family (``v6`` False: IPv4 in the low 32 bits of ``*_lo``): exactly the order in which Community ID
-    puts the source first, so no swapping is needed. One hash per connection; results in input order.
+    puts the source first, so no swapping is needed. ICMP ports are Community ID's port equivalents: the
+    type and its counterpart type, or, for a one-way message (A is then the sender), the type and the code.
+    One hash per connection; results in input order.
     """
     out: list[str | None] = [None] * len(proto)
-    ported = np.isin(proto, _PORTED)
+    ported = np.isin(proto, _PORTED + (IPPROTO_ICMP, IPPROTO_ICMPV6))  # ICMP: type and code, as ports
     sha1 = hashlib.sha1
     for (is_v6, is_ported), dtype in _HASH_INPUTS.items():
         rows = np.flatnonzero((v6 == is_v6) & (ported == is_ported))

@@ -29,6 +29,7 @@ class _Datagram:
     first_row: tuple | None = None  # (sport, dport, icmp_type, icmp_code) of the first fragment
     ranges: list[tuple[int, int]] = field(default_factory=list)
     seen: set[tuple[int, int]] = field(default_factory=set)  # the same ranges, for the O(1) duplicate test
+    high: int = 0  # highest end among ``ranges``: an in-order fragment starts there and overlaps none
     waiting: list[int] = field(default_factory=list)  # batch positions not yet attributed (this batch only)
     last_ns: int = 0
 
@@ -70,11 +71,13 @@ class FragmentTracker:
             # An exact duplicate (retransmitted or replayed fragment) overlaps itself when non-empty, and adds
             # nothing to later overlap tests: a set answers it without scanning, and the list stays short.
             duplicate = (off, end) in dgram.seen
-            bad = bad or (duplicate and off < end) or any(off < e and s < end for s, e in dgram.ranges)
+            bad = bad or (duplicate and off < end) or (
+                off < dgram.high and any(off < e and s < end for s, e in dgram.ranges))
             wrong[pos] = bool(bad)
             if not duplicate:
                 dgram.ranges.append((off, end))
                 dgram.seen.add((off, end))
+                dgram.high = max(dgram.high, end)
             if off == 0:
                 dgram.first_row = (sport, dport, itype, icode)
                 for w in dgram.waiting:

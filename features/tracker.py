@@ -665,11 +665,11 @@ class ConnectionTracker:
 
     def _community_ids(self, k: np.ndarray, proto: np.ndarray, o_hi: np.ndarray, o_lo: np.ndarray,
                        o_p: np.ndarray, r_hi: np.ndarray, r_lo: np.ndarray, r_p: np.ndarray) -> list[str]:
-        """Community IDs: in bulk from the key (whose endpoint A sorts first), per record for ICMP and for
-        the odd key mixing an IPv4-mapped and a true IPv6 address."""
+        """Community IDs: in bulk from the key (whose endpoint A sorts first, ICMP ports already paired as
+        Community ID pairs them), per record for the odd key mixing an IPv4-mapped and a true IPv6 address."""
         a_v4 = (k["ah"] == 0) & (k["al"] >> np.uint64(32) == _V4_PREFIX)
         b_v4 = (k["bh"] == 0) & (k["bl"] >> np.uint64(32) == _V4_PREFIX)
-        odd = (a_v4 != b_v4) | (proto == IPPROTO_ICMP) | (proto == IPPROTO_ICMPV6)
+        odd = a_v4 != b_v4
         cids = community_ids(proto, k["ah"], k["al"], k["ap"], k["bh"], k["bl"], k["bp"], ~a_v4)
         get = self._addresses.get
         for i in np.flatnonzero(odd).tolist():

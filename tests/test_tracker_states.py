@@ -118,6 +118,24 @@ def test_icmp_echo_request_and_reply_are_one_connection():
     assert (unreach.orig_h, unreach.orig_p, unreach.resp_p) == ("10.0.0.2", 3, 1)
 
 
+def test_icmp_community_ids_match_reference_package():
+    """ICMP ids are hashed in bulk from the tracker's key: echo pairs, one-way messages, v4 and v6."""
+    v4, v6 = ("10.0.0.9", 0), ("10.0.0.1", 0)
+    a6, b6 = ("2001:db8::9", 0), ("2001:db8::1", 0)
+    recs, _ = run(dict(t=0, src=v4, dst=v6, proto=1, itype=8, plen=56),
+                  dict(t=0.01, src=v6, dst=v4, proto=1, itype=0, plen=56),
+                  dict(t=0.02, src=v4, dst=v6, proto=1, itype=3, icode=3, plen=28),
+                  dict(t=0.03, src=a6, dst=b6, proto=58, itype=128, plen=8),
+                  dict(t=0.04, src=a6, dst=b6, proto=58, itype=135, plen=24),
+                  dict(t=0.05, src=b6, dst=a6, proto=58, itype=1, icode=4, plen=48))
+    package = communityid.CommunityID(seed=0)
+    assert len(recs) == 5
+    for r in recs:
+        make = communityid.FlowTuple.make_icmp if r.proto == "icmp" and "." in r.orig_h \
+            else communityid.FlowTuple.make_icmp6
+        assert r.community_id == package.calc(make(r.orig_h, r.resp_h, r.orig_p, r.resp_p)), r
+
+
 def test_udp_inactivity_timeout_splits_and_is_configurable():
     dns = [dict(t=0, src=C, dst=("10.0.0.2", 53), proto=17, plen=30),
            dict(t=61, src=C, dst=("10.0.0.2", 53), proto=17, plen=30)]
@@ -226,6 +244,24 @@ def test_batch_boundaries_do_not_change_records(data_dir):
                       for r in out)
 
     assert records(7) == records(65536)
+
+
+def test_one_packet_batches_give_the_records_of_one_batch():
+    """Live capture with tiny ring blocks: a long connection read a packet at a time is the same record
+    (every field) as read in one batch; per-batch work must not depend on earlier batches' packets."""
+    data = [tcp(0.3 + k / 1000, C, SRV, A | P, 101 + 10 * k, 501, 10) if k % 3
+            else tcp(0.3 + k / 1000, SRV, C, A, 501, 101 + 10 * k) for k in range(300)]
+    pkts = [*HANDSHAKE, *data, tcp(0.9, C, SRV, F | A, 3101, 501), tcp(0.91, SRV, C, F | A, 501, 3102)]
+    rows = batch(*pkts)
+
+    def records(size):
+        tr = ConnectionTracker(uid_seed=4)
+        return [dataclasses.astuple(r) for i in range(0, len(rows), size) for r in tr.process(rows[i:i + size])] \
+            + [dataclasses.astuple(r) for r in tr.flush()]
+
+    whole = records(len(rows))
+    assert len(whole) == 1 and whole[0][10:13] == ("SF", "ShAaDFf", 203)
+    assert records(1) == whole
 
 
 # -- fast paths: identical records to the per-packet path ------------------------------------------------
