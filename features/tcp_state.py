@@ -354,12 +354,7 @@ class TcpSession:
                     if peer.state == SYN_SENT:
                         peer.set_state(ESTABLISHED)
                     ep.set_state(ESTABLISHED)
-            if fin:
-                ep.set_state(CLOSED)
-                do_close = True
-            if rst:
-                ep.set_state(RESET)
-                do_close = True
+            do_close = _close_on(ep, fin, rst)
             if ep.state == INACTIVE:
                 if not is_orig and length == 0 and self.orig.state == SYN_SENT:
                     pass  # an early ACK of the SYN does not make a partial connection
@@ -368,12 +363,7 @@ class TcpSession:
                 else:
                     ep.set_state(PARTIAL)
         elif state in (SYN_SENT, SYN_ACK_SENT):
-            if fin:
-                ep.set_state(CLOSED)
-                do_close = True
-            if rst:
-                ep.set_state(RESET)
-                do_close = True
+            do_close = _close_on(ep, fin, rst)
         elif state in (ESTABLISHED, PARTIAL):
             if syn and state == PARTIAL and peer.state == INACTIVE and not ackf:
                 ep.set_state(SYN_SENT)
@@ -482,3 +472,12 @@ class SynAttempt:
     @staticmethod
     def conn_state() -> str:
         return "S0"
+
+
+def _close_on(ep: Endpoint, fin: int, rst: int) -> bool:
+    """A FIN closes, an RST resets the endpoint (RST wins when both are set); either ends the connection."""
+    if fin:
+        ep.set_state(CLOSED)
+    if rst:
+        ep.set_state(RESET)
+    return bool(fin or rst)
