@@ -166,11 +166,6 @@ def _capture_records(path: Path, cfg) -> Iterator[tuple[list[ConnectionRecord], 
     yield tracker.flush(), math.inf
 
 
-def records_from_capture(path: str | Path, cfg) -> list[ConnectionRecord]:
-    """Connection records of a capture file: read, decode, track; flushed at the end of the file."""
-    return [r for records, _ in _capture_records(Path(path), cfg) for r in records]
-
-
 def _head_is_gzip(path: Path) -> bool:
     with open(path, "rb") as fh:
         return fh.read(2) == b"\x1f\x8b"
@@ -188,10 +183,6 @@ def _conn_log_records(path: Path) -> Iterator[tuple[list[ConnectionRecord], floa
     except ConnLogError as exc:
         raise InputError(str(exc)) from None
     yield records, math.inf
-
-
-def records_from_conn_log(path: str | Path) -> list[ConnectionRecord]:
-    return [r for records, _ in _conn_log_records(Path(path)) for r in records]
 
 
 def record_chunks(path: Path, kind: str, cfg) -> Iterator[tuple[list[ConnectionRecord], float]]:
