@@ -18,6 +18,8 @@ value outside the vocabulary, which the model maps to an explicit "unknown" buck
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 SCHEMA_NAME = "kdd-header-28"
@@ -91,7 +93,7 @@ def encode_category(column: str, value: str) -> int:
 def encode_categories(column: str, values) -> np.ndarray:
     """Vectorized ``encode_category`` over an iterable of strings."""
     table = _CODE_MAPS[column]
-    return np.fromiter((table.get(v, UNKNOWN_CODE) for v in values), dtype="<i2")
+    return np.fromiter(map(table.get, values, itertools.repeat(UNKNOWN_CODE)), dtype="<i2")
 
 
 def decode_category(column: str, code: int) -> str:

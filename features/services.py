@@ -27,6 +27,8 @@ Rules, in order (the reasons are in docs/features.md):
 
 from __future__ import annotations
 
+import functools
+
 # TCP destination port -> KDD service. Ports are IANA's (RFC 1700 era) assignments for each KDD name; where
 # a service is commonly run on a range or a TLS twin port, those ports are listed too and marked so.
 TCP_PORTS: dict[int, str] = {
@@ -136,6 +138,10 @@ def kdd_service(proto: str, orig_p: int, resp_p: int, ipv6: bool = False) -> str
     if proto == "icmp":
         return _icmp_service(ICMPV6_TYPES if ipv6 else ICMP_TYPES, orig_p, resp_p)
     return "other"
+
+
+# ``kdd_service`` remembered per distinct argument tuple: a capture has few distinct ports and types.
+kdd_service_cached = functools.lru_cache(maxsize=1 << 16)(kdd_service)
 
 
 def record_service(rec) -> str:

@@ -22,14 +22,20 @@ import numpy as np
 
 from features.records import ConnectionRecord
 from features.schema import FEATURE_DTYPE, SERVICE_VALUES, encode_categories
-from features.services import record_service
+from features.services import kdd_service_cached
 from features.table import FeatureTable
-from features.windows import TRAFFIC_FEATURES, TrafficWindows, error_class
+from features.windows import TRAFFIC_FEATURES, TrafficWindows, error_classes
 
 
-def end_time(rec: ConnectionRecord) -> float:
-    """When the connection ended: ``end_ts`` where the tracker set it, else ``ts + duration`` (conn.log)."""
-    return max(rec.end_ts, rec.ts + rec.duration)
+
+def end_times(records: Sequence[ConnectionRecord]) -> np.ndarray:
+    """When each connection ended: ``end_ts`` where the tracker set it, else ``ts + duration`` (conn.log);
+    the later of the two."""
+    if not records:
+        return np.zeros(0)
+    end_ts = np.array([r.end_ts for r in records], dtype=np.float64)
+    stop = np.array([r.ts for r in records], dtype=np.float64) + [r.duration for r in records]
+    return np.where(stop > end_ts, stop, end_ts)
 
 
 def service_keys(records: Sequence[ConnectionRecord], feats: np.ndarray) -> list[Hashable]:
@@ -79,7 +85,7 @@ class FeatureBuilder:
 
         ``watermark``: no record handed in later ends before it (``math.inf``: end of input)."""
         self._held.extend(records)
-        self._new_ends.append(np.array([end_time(r) for r in records], dtype=np.float64))
+        self._new_ends.append(end_times(records))
         due = np.count_nonzero(self._ends[~self._done] < watermark)
         due += sum(np.count_nonzero(ends < watermark) for ends in self._new_ends)
         if not due or (due < self.min_group and watermark != math.inf):
@@ -102,7 +108,7 @@ class FeatureBuilder:
         new = self._held[len(self._feats):]
         feats = np.zeros(len(new), FEATURE_DTYPE)
         if new:
-            self._basic(new, [record_service(r) for r in new], feats)
+            self._basic(new, feats)
         self._feats = np.concatenate((self._feats, feats))
         self._ends = np.concatenate([self._ends] + self._new_ends)
         self._done = np.concatenate((self._done, np.zeros(len(new), bool)))
@@ -114,10 +120,13 @@ class FeatureBuilder:
                  "proto": r.proto, "ts": r.ts} for r in records]
 
     @staticmethod
-    def _basic(records: Sequence[ConnectionRecord], services: list[str], out: np.ndarray) -> None:
+    def _basic(records: Sequence[ConnectionRecord], out: np.ndarray) -> None:
+        proto = [r.proto for r in records]
+        orig_p, resp_p = [r.orig_p for r in records], [r.resp_p for r in records]
         out["duration"] = [r.duration for r in records]
-        out["protocol_type"] = encode_categories("protocol_type", [r.proto for r in records])
-        out["service"] = encode_categories("service", services)
+        out["protocol_type"] = encode_categories("protocol_type", proto)
+        out["service"] = encode_categories("service", map(kdd_service_cached, proto, orig_p, resp_p,
+                                                          [":" in r.orig_h for r in records]))
         out["flag"] = encode_categories("flag", [r.conn_state for r in records])
         out["src_bytes"] = [r.orig_bytes for r in records]
         out["dst_bytes"] = [r.resp_bytes for r in records]
@@ -133,7 +142,7 @@ class FeatureBuilder:
         rows = self._feats[order]
         values = self.windows.push_many(
             self._ends[order], [r.resp_h for r in picked], service_keys(picked, rows),
-            [r.orig_p for r in picked], [error_class(r.proto, r.conn_state) for r in picked])
+            [r.orig_p for r in picked], error_classes(rows["protocol_type"], rows["flag"]))
         for j, name in enumerate(TRAFFIC_FEATURES):
             self._feats[name][order] = values[:, j]
         self._done[order] = True

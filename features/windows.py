@@ -40,7 +40,7 @@ from collections.abc import Hashable, Sequence
 
 import numpy as np
 
-from features.schema import HOST_FEATURES, TIME_FEATURES
+from features.schema import FLAG_VALUES, HOST_FEATURES, PROTOCOL_VALUES, TIME_FEATURES
 
 TRAFFIC_FEATURES: tuple[str, ...] = TIME_FEATURES + HOST_FEATURES
 
@@ -49,15 +49,16 @@ SERROR_STATES = frozenset({"S0", "S1", "S2", "S3", "SH", "SHR"})
 RERROR_STATES = frozenset({"REJ", "RSTO", "RSTOS0", "RSTR", "RSTRH"})
 
 
-def error_class(proto: str, conn_state: str) -> int:
-    """SYN_ERROR, REJ_ERROR or NO_ERROR for a connection (only TCP has SYN or rejection errors)."""
-    if proto != "tcp":
-        return NO_ERROR
-    if conn_state in SERROR_STATES:
-        return SYN_ERROR
-    if conn_state in RERROR_STATES:
-        return REJ_ERROR
-    return NO_ERROR
+# error class by flag code (code -1, a state outside the vocabulary, is the last entry: no error)
+_ERROR_BY_FLAG = np.array([SYN_ERROR if f in SERROR_STATES else REJ_ERROR if f in RERROR_STATES else NO_ERROR
+                           for f in FLAG_VALUES + ("",)], dtype=np.int8)
+_TCP_CODE = PROTOCOL_VALUES.index("tcp")
+
+
+def error_classes(proto_codes: np.ndarray, flag_codes: np.ndarray) -> np.ndarray:
+    """SYN_ERROR, REJ_ERROR or NO_ERROR per connection from its protocol_type and flag codes (features.schema):
+    only TCP has SYN errors (``SERROR_STATES``) or rejections (``RERROR_STATES``)."""
+    return np.where(proto_codes == _TCP_CODE, _ERROR_BY_FLAG[flag_codes], NO_ERROR).astype(np.int8)
 
 
 class _Groups:
@@ -71,12 +72,21 @@ class _Groups:
 
     __slots__ = ("m", "order", "key", "sums")
 
-    def __init__(self, codes: np.ndarray, weights: tuple[np.ndarray, ...] = ()) -> None:
+    def __init__(self, codes: np.ndarray, weights: tuple[np.ndarray, ...] = (),
+                 order: np.ndarray | None = None) -> None:
         self.m = m = len(codes)
-        key = codes * m + np.arange(m)
-        self.order = np.argsort(key)  # keys are distinct: no need for a stable sort
-        self.key = key[self.order]
-        self.sums = [np.concatenate(([0], np.cumsum(w[self.order]))) for w in weights]
+        if order is None:
+            order = np.argsort(codes * m + np.arange(m))  # keys are distinct: no need for a stable sort
+        self.order = order
+        self.key = codes[order] * m + order
+        self.sums = [np.concatenate(([0], np.cumsum(w[order]))) for w in weights]
+
+    def subset(self, codes: np.ndarray, weights: tuple[np.ndarray, ...] = ()) -> "_Groups":
+        """Groups of ``codes``, which are this one's codes with some rows set to -1: the order (-1 rows
+        first, in row order, then this one's order without them) is derived, no second sort."""
+        member = codes >= 0
+        order = np.concatenate((np.flatnonzero(~member), self.order[member[self.order]]))
+        return _Groups(codes, weights, order)
 
     def span(self, codes: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Sorted-index bounds [a, b) of the rows of group ``codes`` at positions ``lo..hi`` (inclusive)."""
@@ -144,7 +154,7 @@ class TrafficWindows:
         self._next_id = 0
 
     def push(self, end_ts: float, dst_host: Hashable, srv: Hashable, src_port: int, err: int) -> tuple[float, ...]:
-        """Add one connection (``err`` from ``error_class``) and return its features in TRAFFIC_FEATURES order."""
+        """Add one connection (``err`` from ``error_classes``) and return its features in TRAFFIC_FEATURES order."""
         return tuple(self.push_many([end_ts], [dst_host], [srv], [src_port], [err])[0].tolist())
 
     def push_many(self, end_ts: Sequence[float], dst_hosts: Sequence[Hashable], srvs: Sequence[Hashable],
@@ -188,8 +198,8 @@ class TrafficWindows:
         serr = (rows["err"] == SYN_ERROR).astype(np.int64)
         rerr = (rows["err"] == REJ_ERROR).astype(np.int64)
         host, srv, sport = _small(rows["host"], m), _small(rows["srv"], m), _small(rows["sport"], m)
-        pair = _codes(host * (srv.max() + 1) + srv)
-        host_port = _codes(host * (sport.max() + 1) + sport)
+        pair = _small(host * (srv.max() + 1) + srv, m)
+        host_port = _small(host * (sport.max() + 1) + sport, m)
         hq, sq, pq = host[q], srv[q], pair[q]
         # time-based: positions lo..q hold the connections that ended in (t - time_window, t]
         lo = np.searchsorted(rows["t"], rows["t"][first:] - self.time_window, "right")
@@ -202,8 +212,8 @@ class TrafficWindows:
                       by_host.total(1, a, b) / count, by_srv.total(1, sa, sb) / srv_count,
                       same / count, (count - same) / count, (srv_count - same) / srv_count)
         # host-based: the last host_window rows of the host (service) still in its window
-        in_hw = _Groups(np.where(rows["hw"], host, -1), (serr, rerr))
-        in_sw = _Groups(np.where(rows["sw"], srv, -1), (serr, rerr))
+        hw_codes, sw_codes = np.where(rows["hw"], host, -1), np.where(rows["sw"], srv, -1)
+        in_hw, in_sw = by_host.subset(hw_codes, (serr, rerr)), by_srv.subset(sw_codes, (serr, rerr))
         zero = np.zeros_like(q)
         a, b = in_hw.span(hq, zero, q)
         n_h = np.minimum(b - a, self.host_window)
@@ -219,20 +229,22 @@ class TrafficWindows:
         host_feats = (n_h, n_s, same_srv / n_h, (n_h - same_srv) / n_h, same_port / n_h, (n_s - same_host) / n_s,
                       in_hw.total(0, a, b) / n_h, in_sw.total(0, sa, sb) / n_s,
                       in_hw.total(1, a, b) / n_h, in_sw.total(1, sa, sb) / n_s)
-        rows["hw"][in_hw.beyond_last(np.where(rows["hw"], host, -1), self.host_window)] = False
-        rows["sw"][in_sw.beyond_last(np.where(rows["sw"], srv, -1), self.host_window)] = False
+        rows["hw"][in_hw.beyond_last(hw_codes, self.host_window)] = False
+        rows["sw"][in_sw.beyond_last(sw_codes, self.host_window)] = False
         return np.column_stack(time_feats + host_feats).astype(np.float64)
 
     def _intern(self, which: int, keys: Sequence[Hashable]) -> list[int]:
         """Integer ids for hosts (0) or services (1); ids are never reused, so remembered rows stay valid."""
         ids = self._ids[which]
-        out = []
-        for key in keys:
-            i = ids.get(key)
-            if i is None:
-                i = ids[key] = self._next_id
-                self._next_id += 1
-            out.append(i)
+        out = list(map(ids.get, keys))  # known keys in one C loop; new ones numbered in order below
+        if None in out:
+            for k, key in enumerate(keys):
+                if out[k] is None:
+                    i = ids.get(key)
+                    if i is None:
+                        i = ids[key] = self._next_id
+                        self._next_id += 1
+                    out[k] = i
         return out
 
     def _drop_unused_ids(self) -> None:

@@ -36,6 +36,7 @@ KDD_EXTRA_COLUMNS: tuple[str, ...] = ("src_ip", "src_port", "dst_ip", "dst_port"
 INTEGER_FEATURES = frozenset({"src_bytes", "dst_bytes", "land", "wrong_fragment", "urgent", "count",
                               "srv_count", "dst_host_count", "dst_host_srv_count"})
 SMALL_INTEGERS = 4096  # integer columns below this are formatted through a lookup table
+COMMON_FLOATS = (0.0, 1.0)  # float cells formatted without a sort
 
 
 def _fixed(x: float) -> str:
@@ -55,9 +56,19 @@ def _formatted(values: np.ndarray, fmt: Callable[[Any], str]) -> list[str]:
         return []
     if values.dtype.kind == "i" and 0 <= values.min() and values.max() < SMALL_INTEGERS:  # counts: no sort
         return np.array([fmt(v) for v in range(int(values.max()) + 1)], dtype=object)[values].tolist()
-    distinct, index = np.unique(values, return_inverse=True)
-    texts = np.array([fmt(v) for v in distinct.tolist()], dtype=object)
-    return texts[index.reshape(-1)].tolist()
+    texts = np.empty(len(values), dtype=object)
+    rest = np.ones(len(values), bool)
+    if values.dtype == np.float64:  # most rates are exactly 0 or 1: those need no sort (bits, so -0.0 is apart)
+        bits = values.view(np.int64)
+        for common in COMMON_FLOATS:
+            hit = bits == np.float64(common).view(np.int64)
+            texts[hit] = fmt(common)
+            rest &= ~hit
+    rest = np.flatnonzero(rest)
+    if len(rest):
+        distinct, index = np.unique(values[rest], return_inverse=True)
+        texts[rest] = np.array([fmt(v) for v in distinct.tolist()], dtype=object)[index.reshape(-1)]
+    return texts.tolist()
 
 
 def _quoted(texts: list[str]) -> list[str]:
@@ -115,7 +126,7 @@ def write_kdd(table: FeatureTable, fh: IO[str]) -> None:
         cols.append(_id_column(table, key))
     if table.ids and all("ts" in i for i in table.ids):
         ends = np.array([i["ts"] for i in table.ids], dtype=np.float64) + table.features["duration"]
-        cols.append(_formatted(ends, _fixed))
+        cols.append(list(map(_fixed, ends.tolist())))  # nearly all distinct: a sort would not pay
     else:
         cols.append([_fixed(float(i["ts"]) + float(d)) if "ts" in i else ""
                      for i, d in zip(table.ids, table.features["duration"].tolist())] if table.ids else [""] * n)

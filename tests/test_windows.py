@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from features.windows import (NO_ERROR, REJ_ERROR, SYN_ERROR, TRAFFIC_FEATURES, TrafficWindows,
-                              error_class)
+                              error_classes)
 
 HTTP, SMTP = ("tcp", "http"), ("tcp", "smtp")
 
@@ -140,4 +140,16 @@ def test_settings_are_checked():
     ("udp", "S0", NO_ERROR), ("icmp", "OTH", NO_ERROR),
 ])
 def test_error_classes(proto, state, expected):
-    assert error_class(proto, state) == expected
+    from features.schema import encode_category
+
+    codes = (np.array([encode_category("protocol_type", proto)]), np.array([encode_category("flag", state)]))
+    assert error_classes(*codes).tolist() == [expected]
+
+
+def test_states_and_protocols_outside_the_vocabulary_are_no_error():
+    from features.schema import UNKNOWN_CODE, encode_category
+
+    tcp, s0 = encode_category("protocol_type", "tcp"), encode_category("flag", "S0")
+    proto = np.array([UNKNOWN_CODE, tcp, tcp], dtype="<i2")
+    flag = np.array([s0, UNKNOWN_CODE, s0], dtype="<i2")
+    assert error_classes(proto, flag).tolist() == [NO_ERROR, NO_ERROR, SYN_ERROR]
