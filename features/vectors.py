@@ -62,12 +62,12 @@ class FeatureBuilder:
         self.min_group = min_group
         # records handed to ``feed`` whose rows are not returned yet (emission order); the first
         # len(self._feats) of them have their rows (basic features; traffic ones where ``_done``) and end
-        # times in ``_ends``, the later ones only end times, one array per ``feed`` call, in ``_new_ends``
+        # times in ``_ends``, the later ones only their end times, in ``_new_ends``
         self._held: list[ConnectionRecord] = []
         self._feats = np.zeros(0, FEATURE_DTYPE)
         self._ends = np.zeros(0)
         self._done = np.zeros(0, bool)
-        self._new_ends: list[np.ndarray] = []
+        self._new_ends = np.zeros(0)
 
     @classmethod
     def from_config(cls, cfg, min_group: int = 1) -> "FeatureBuilder":
@@ -84,10 +84,10 @@ class FeatureBuilder:
         """Take ``records`` (emission order); return the rows now complete, in emission order.
 
         ``watermark``: no record handed in later ends before it (``math.inf``: end of input)."""
-        self._held.extend(records)
-        self._new_ends.append(end_times(records))
-        due = np.count_nonzero(self._ends[~self._done] < watermark)
-        due += sum(np.count_nonzero(ends < watermark) for ends in self._new_ends)
+        if records:  # a live source feeds many empty batches: they must cost nothing
+            self._held.extend(records)
+            self._new_ends = np.concatenate((self._new_ends, end_times(records)))
+        due = np.count_nonzero(self._ends[~self._done] < watermark) + np.count_nonzero(self._new_ends < watermark)
         if not due or (due < self.min_group and watermark != math.inf):
             return FeatureTable(np.zeros(0, FEATURE_DTYPE), source=source)
         self._take_new()
@@ -110,9 +110,9 @@ class FeatureBuilder:
         if new:
             self._basic(new, feats)
         self._feats = np.concatenate((self._feats, feats))
-        self._ends = np.concatenate([self._ends] + self._new_ends)
+        self._ends = np.concatenate((self._ends, self._new_ends))
         self._done = np.concatenate((self._done, np.zeros(len(new), bool)))
-        self._new_ends = []
+        self._new_ends = np.zeros(0)
 
     @staticmethod
     def _ids(records: Sequence[ConnectionRecord]) -> list[dict[str, object]]:
