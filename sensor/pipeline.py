@@ -29,6 +29,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from features.records import ConnectionRecord
 from features.schema import PROTOCOL_VALUES
 from features.table import FeatureTable
@@ -154,9 +156,10 @@ def _capture_records(path: Path, cfg) -> Iterator[tuple[list[ConnectionRecord], 
             if len(batch):
                 latest = max(latest, int(batch["ts_ns"].max()) / 1e9)
             records = tracker.process(batch)
-            frames = batch[frame_rows(batch)]  # a tunnel's inner rows are not frames of the file
-            packets += len(frames)
-            done += int(frames["caplen"].sum()) + PCAP_RECORD_HEADER * len(frames)
+            is_frame = frame_rows(batch)  # a tunnel's inner rows are not frames of the file
+            n_frames = int(np.count_nonzero(is_frame))
+            packets += n_frames
+            done += int(batch["caplen"][is_frame].sum()) + PCAP_RECORD_HEADER * n_frames
             progress.update(done, packets)
             yield records, latest - horizon
     except CaptureError as exc:
