@@ -75,7 +75,6 @@ KDD41_COLUMNS: tuple[str, ...] = BASIC_FEATURES + NOT_COMPUTED_CONTENT_FEATURES 
 
 # The schema: the 28 computed features, in the column order of the common C++ KDD extractor's output.
 FEATURE_NAMES: tuple[str, ...] = BASIC_FEATURES + TIME_FEATURES + HOST_FEATURES
-CATEGORICAL_FEATURES: tuple[str, ...] = tuple(CATEGORICAL_VOCABULARIES)
 NUMERIC_FEATURES: tuple[str, ...] = tuple(n for n in FEATURE_NAMES if n not in CATEGORICAL_VOCABULARIES)
 
 FEATURE_DTYPE = np.dtype(

@@ -146,4 +146,4 @@ kdd_service_cached = functools.lru_cache(maxsize=1 << 16)(kdd_service)
 
 def record_service(rec) -> str:
     """``kdd_service`` of a ConnectionRecord (IPv6 recognised from the address text)."""
-    return kdd_service(rec.proto, rec.orig_p, rec.resp_p, ":" in rec.orig_h)
+    return kdd_service_cached(rec.proto, rec.orig_p, rec.resp_p, ":" in rec.orig_h)

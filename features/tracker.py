@@ -317,27 +317,28 @@ class ConnectionTracker:
     def _track_tcp(self, pk, order, from_a, wrong_s, starts, ends, keys, groups) -> None:
         """``from_a``, ``wrong_s``, ``starts``, ``ends`` are in grouped order (batch rows ``order``)."""
         sel, lens_g, local_starts = _group_rows(groups, starts, ends)
-        t = pk.take(order[sel])  # one copy of each column, straight into grouped TCP order
+        pkts = pk.take(order[sel])  # one copy of each column, straight into grouped TCP order
         fa_np = from_a[sel]
         group_start = np.zeros(len(sel), dtype=bool)
         group_start[local_starts] = True
-        seq_np = t["tcp_seq"].astype(np.int64)
-        plen_np = t["payload_len"].astype(np.int64)
-        cols = TcpColumns(t["ts_ns"], t["tcp_flags"], (seq_np + plen_np) & 0xFFFFFFFF,
-                          t["tcp_ack"].astype(np.int64), plen_np, t["tcp_win"], fa_np)
+        seq_np = pkts["tcp_seq"].astype(np.int64)
+        plen_np = pkts["payload_len"].astype(np.int64)
+        cols = TcpColumns(pkts["ts_ns"], pkts["tcp_flags"], (seq_np + plen_np) & 0xFFFFFFFF,
+                          pkts["tcp_ack"].astype(np.int64), plen_np, pkts["tcp_win"], fa_np)
         fast = self.fast_paths
         run_end = plain_run_ends(cols, group_start, self._tcp_idle).tolist() if fast else range(len(sel))
         ts = cols.ts.tolist()
         flags = cols.flags.tolist()
         seqs = seq_np.tolist()
-        acks = t["tcp_ack"].tolist()
+        acks = pkts["tcp_ack"].tolist()
         plens = plen_np.tolist()
-        wins = t["tcp_win"].tolist()
-        iplens = t["ip_len"].tolist()
+        wins = pkts["tcp_win"].tolist()
+        iplens = pkts["ip_len"].tolist()
         fa = fa_np.tolist()
         wr = wrong_s[sel].tolist()
-        sport, dport, dst_hi, dst_lo = t["sport"], t["dport"], t["dst_hi"], t["dst_lo"]  # read per new connection
-        runs = RunSums(t["ip_len"], fa_np, (cols.flags & TCP_URG) != 0, wrong_s[sel])
+        # read only per new connection
+        sport, dport, dst_hi, dst_lo = pkts["sport"], pkts["dport"], pkts["dst_hi"], pkts["dst_lo"]
+        runs = RunSums(pkts["ip_len"], fa_np, (cols.flags & TCP_URG) != 0, wrong_s[sel])
         conns = self._conns
         attempt = self._attempt
         idle = self._tcp_idle
@@ -461,10 +462,10 @@ class ConnectionTracker:
     # -- UDP, ICMP, other: aggregation -------------------------------------------------------------------
     def _track_other(self, pk, order, from_a, wrong_s, sp_s, dp_s, starts, ends, keys, groups) -> None:
         sel, lens_g, _ = _group_rows(groups, starts, ends)
-        o = pk.take(order[sel])
+        pkts = pk.take(order[sel])
         gid = np.repeat(groups, lens_g)
-        ts = o["ts_ns"]
-        proto = o["proto"]
+        ts = pkts["ts_ns"]
+        proto = pkts["proto"]
         idle = np.full(len(sel), self._other_idle, dtype=np.int64)
         for p, v in self._idle.items():
             idle[proto == p] = v
@@ -472,8 +473,8 @@ class ConnectionTracker:
         seg[1:] = (gid[1:] != gid[:-1]) | (ts[1:] - ts[:-1] >= idle[1:])
         seg_starts = np.flatnonzero(seg)
         fa = from_a[sel]
-        ipl = o["ip_len"].astype(np.int64)
-        pay = np.where(proto == 132, 0, o["payload_len"].astype(np.int64))  # Zeek: no payload for SCTP
+        ipl = pkts["ip_len"].astype(np.int64)
+        pay = np.where(proto == 132, 0, pkts["payload_len"].astype(np.int64))  # Zeek: no payload for SCTP
         fa_i = fa.astype(np.int64)
         red = np.add.reduceat
         n_tot = np.diff(np.append(seg_starts, len(sel)))
@@ -485,8 +486,8 @@ class ConnectionTracker:
         rows = zip(gid[seg_starts].tolist(), ts[seg_starts].tolist(), ts[last_idx].tolist(),
                    fa[seg_starts].tolist(), n_tot.tolist(), n_a.tolist(), ip_tot.tolist(), ip_a.tolist(),
                    pay_tot.tolist(), pay_a.tolist(), wrong_n.tolist(), sp_s[sel][seg_starts].tolist(),
-                   dp_s[sel][seg_starts].tolist(), o["dst_hi"][seg_starts].tolist(),
-                   o["dst_lo"][seg_starts].tolist())
+                   dp_s[sel][seg_starts].tolist(), pkts["dst_hi"][seg_starts].tolist(),
+                   pkts["dst_lo"][seg_starts].tolist())
         conns = self._conns
         idle_of = self._idle
         for g, t0, t1, first_a, n, na, ipt, ipa, pt, pa, wn, sport, dport, dhi, dlo in rows:
@@ -501,15 +502,15 @@ class ConnectionTracker:
                 conn = self._new_conn(key, first_a, flip, t0)
             nb, ipb, pb = n - na, ipt - ipa, pt - pa
             if conn.orig_is_a:
-                o = (na, ipa, pa, first_a, nb)
+                n_orig, n_resp, first_is_orig = na, nb, first_a
                 conn.o_pkts += na; conn.o_ip += ipa; conn.o_pay += pa  # noqa: E702
                 conn.r_pkts += nb; conn.r_ip += ipb; conn.r_pay += pb  # noqa: E702
             else:
-                o = (nb, ipb, pb, not first_a, na)
+                n_orig, n_resp, first_is_orig = nb, na, not first_a
                 conn.o_pkts += nb; conn.o_ip += ipb; conn.o_pay += pb  # noqa: E702
                 conn.r_pkts += na; conn.r_ip += ipa; conn.r_pay += pa  # noqa: E702
             if proto_k == IPPROTO_UDP:
-                self._udp_history(conn, o[0], o[4], o[3])
+                self._udp_history(conn, n_orig, n_resp, first_is_orig)
             conn.wrong += wn
             conn.last_ns = t1
             self._schedule(conn)
@@ -555,10 +556,7 @@ class ConnectionTracker:
 
     def _schedule(self, conn: _Conn) -> None:
         """Push the connection's next event (deadline, or active-timeout report) unless already due sooner."""
-        if conn.tcp is not None:
-            at = self._tcp_deadline(conn)
-        else:
-            at = conn.last_ns + self._idle.get(conn.proto, self._other_idle)
+        at = self._deadline(conn)
         if self._active is not None and conn.period_ns + self._active < at:
             at = conn.period_ns + self._active
         if at < conn.heap_at:

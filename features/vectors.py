@@ -27,7 +27,6 @@ from features.table import FeatureTable
 from features.windows import TRAFFIC_FEATURES, TrafficWindows, error_classes
 
 
-
 def end_times(records: Sequence[ConnectionRecord]) -> np.ndarray:
     """When each connection ended: ``end_ts`` where the tracker set it, else ``ts + duration`` (conn.log);
     the later of the two."""

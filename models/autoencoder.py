@@ -154,9 +154,8 @@ def train(x_fit: np.ndarray, x_val: np.ndarray, params: AEParams,
 def export_layers(trained: TrainedAE) -> list[list[tuple[np.ndarray, np.ndarray]]]:
     """Per member, its Dense layers' (kernel, bias) in forward order (noise/dropout are inactive at inference)."""
     members = []
-    n_dense = len(trained.params.layer_widths()) + 1
     for m in range(trained.params.ensemble):
-        layers = [trained.model.get_layer(f"m{m}_dense{i}") for i in range(n_dense - 1)]
+        layers = [trained.model.get_layer(f"m{m}_dense{i}") for i in range(len(trained.params.layer_widths()))]
         layers.append(trained.model.get_layer(f"m{m}_output"))
         members.append([(np.asarray(l.kernel.numpy(), np.float32), np.asarray(l.bias.numpy(), np.float32))
                         for l in layers])

@@ -40,8 +40,9 @@ def compute_metrics(name: str, y: np.ndarray, normalized: np.ndarray,
     fpr_curve, tpr_curve, _ = roc_curve(y, normalized)
     per_cat: dict[str, dict[str, float]] = {}
     if categories is not None:
-        for cat in sorted(set(categories.astype(str)) - {"normal"}):
-            sel = categories.astype(str) == cat
+        names = categories.astype(str)
+        for cat in sorted(set(names) - {"normal"}):
+            sel = names == cat
             both = sel | (y == 0)
             per_cat[cat] = {"rows": int(sel.sum()), "recall": float(pred[sel].mean()),
                             "roc_auc": float(roc_auc_score(y[both], normalized[both]))}
@@ -49,6 +50,21 @@ def compute_metrics(name: str, y: np.ndarray, normalized: np.ndarray,
     return DetectorMetrics(name, float(roc_auc_score(y, normalized)), float(average_precision_score(y, normalized)),
                            precision, recall, f1, fpr,
                            float(fpr_curve[np.searchsorted(tpr_curve, 0.95, side="left")]), per_cat)
+
+
+def _plot_curves(path: Path, results: dict[str, np.ndarray], curve, labels: tuple[str, str, str], corner: str,
+                 chance_line: bool = False) -> None:
+    """One PNG with ``curve(scores) -> (x, y)`` of every detector; ``labels`` = (x label, y label, title)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for name, s in results.items():
+        ax.plot(*curve(s), label=name)
+    if chance_line:
+        ax.plot([0, 1], [0, 1], ":", color="grey")
+    ax.set(xlabel=labels[0], ylabel=labels[1], title=labels[2])
+    ax.legend(loc=corner)
+    fig.tight_layout(), fig.savefig(path, dpi=100), plt.close(fig)
 
 
 def write_report(directory: str | Path, title: str, y: np.ndarray, results: dict[str, np.ndarray],
@@ -62,21 +78,10 @@ def write_report(directory: str | Path, title: str, y: np.ndarray, results: dict
 
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(5, 4))
-    for name, s in results.items():
-        f, t, _ = roc_curve(y, s)
-        ax.plot(f, t, label=name)
-    ax.plot([0, 1], [0, 1], ":", color="grey")
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
-    ax.legend(loc="lower right")
-    fig.tight_layout(), fig.savefig(out / "roc.png", dpi=100), plt.close(fig)
-    fig, ax = plt.subplots(figsize=(5, 4))
-    for name, s in results.items():
-        p, r, _ = precision_recall_curve(y, s)
-        ax.plot(r, p, label=name)
-    ax.set(xlabel="recall", ylabel="precision", title="Precision-recall")
-    ax.legend(loc="lower left")
-    fig.tight_layout(), fig.savefig(out / "pr.png", dpi=100), plt.close(fig)
+    _plot_curves(out / "roc.png", results, lambda s: roc_curve(y, s)[:2],
+                 ("false positive rate", "true positive rate", "ROC"), "lower right", chance_line=True)
+    _plot_curves(out / "pr.png", results, lambda s: precision_recall_curve(y, s)[1::-1],
+                 ("recall", "precision", "Precision-recall"), "lower left")
     fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4), squeeze=False)
     for ax, (name, s) in zip(axes[0], results.items()):
         bins = np.logspace(np.log10(max(s.min(), 1e-4)), np.log10(max(s.max(), 1e-3)), 60)

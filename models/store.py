@@ -105,10 +105,8 @@ def _write_all(tmp: Path, result, inputs: list[dict], settings: dict) -> None:
 
 
 def _json_default(obj):
-    if isinstance(obj, (np.integer, np.floating)):
+    if isinstance(obj, (np.integer, np.floating)):  # json writes tuples as lists by itself
         return obj.item()
-    if isinstance(obj, tuple):
-        return list(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
@@ -141,6 +139,8 @@ def read_meta(directory: str | Path) -> dict:
     try:
         meta = json.loads((d / META).read_text())
         schema = meta["schema"]
+        if not isinstance(schema, dict):
+            raise TypeError("schema is not an object")
     except (OSError, ValueError, KeyError, TypeError):
         raise ModelError(f"{d / META} is corrupt") from None
     if meta.get("format") != FORMAT_VERSION:
@@ -165,7 +165,7 @@ def load_model(directory: str | Path) -> LoadedModel:
         threshold = float(meta["threshold"])
     except PreprocessError as exc:
         raise ModelError(f"{d}: {exc}") from None
-    except (OSError, ValueError, KeyError, TypeError, EOFError) as exc:
+    except (OSError, ValueError, KeyError, IndexError, TypeError, EOFError) as exc:
         raise ModelError(f"{d}: corrupt model files ({type(exc).__name__})") from None
     if members[0][0][0].shape[0] != pre.width or network.column_weights.shape != (len(members), pre.width):
         raise ModelError(f"{d}: weights do not match the preprocessing (corrupt model directory)")

@@ -26,7 +26,6 @@ Only a file that is not a capture at all (unknown magic, too short, unreadable, 
 from __future__ import annotations
 
 import struct
-import sys
 import zlib
 from collections import Counter
 from collections.abc import Iterator
@@ -298,10 +297,15 @@ def _take_rows(buf: np.ndarray, pos: np.ndarray, width: int) -> np.ndarray:
     return rows
 
 
+def bad_wire_len(orig: np.ndarray, incl: np.ndarray) -> np.ndarray:
+    """Records whose orig_len cannot be true: shorter than what was captured, or beyond any link's MTU."""
+    return (orig < incl) | (orig > MAX_WIRE_LEN)
+
+
 def _make_chunk(buf, data_pos, incl, orig, ts_ns, linktypes, link_ids, snaplens, skips) -> RecordChunk:
     """Flag readable-but-impossible records and count them (one place for pcap and pcapng)."""
     over_snap = (snaplens > 0) & (incl > snaplens)
-    bad_orig = (orig < incl) | (orig > MAX_WIRE_LEN)
+    bad_orig = bad_wire_len(orig, incl)
     skips["bad_record:incl_len>snaplen"] += int(over_snap.sum())
     skips["bad_record:orig_len"] += int((bad_orig & ~over_snap).sum())
     skips = Counter({k: v for k, v in skips.items() if v})

@@ -24,18 +24,17 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from collections import Counter
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
 
-from sensor.capfile import MAX_WIRE_LEN, CaptureError
+from sensor.capfile import CaptureError, bad_wire_len
 from sensor.decode import decode_frames
-from sensor.logs import SkipCounter, get_logger
+from sensor.logs import get_logger
 from sensor.packets import Malformed
-from sensor.sources import count_malformed
+from sensor.sources import BatchSource, count_malformed
 
 __all__ = ["TsharkSource", "tshark_available", "WTAP_TO_LINKTYPE", "ERF_TO_LINKTYPE", "UNMAPPED_LINKTYPE"]
 
@@ -82,7 +81,7 @@ def tshark_available() -> bool:
     return bool(shutil.which("tshark")) and bool(shutil.which("captype"))
 
 
-class TsharkSource:
+class TsharkSource(BatchSource):
     """Iterable of ``PACKET_DTYPE`` batches for any capture file tshark reads; interface of ``FileSource``.
 
     Opening checks the file with Wireshark's ``captype`` and reads its first frame (``CaptureError`` when
@@ -91,19 +90,10 @@ class TsharkSource:
     """
 
     def __init__(self, path: str | Path, batch_size: int = 65536) -> None:
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
-        self.path = Path(path)
-        self.batch_size = batch_size
+        super().__init__(path, batch_size, "sensor.pyshark_source")
         if not tshark_available():
             raise CaptureError(f"{self.path}: tshark not found (Debian: apt-get install tshark)")
         self.format = _check_capture(self.path)
-        self._skips = SkipCounter("sensor.pyshark_source", "packets")
-
-    @property
-    def skips(self) -> Counter:
-        """Frames not fully decoded so far, per reason text (the same texts as ``FileSource``)."""
-        return self._skips.counts
 
     def __iter__(self) -> Iterator[np.ndarray]:
         import pyshark  # heavy (asyncio, lxml): only when a tshark read actually happens
@@ -142,7 +132,7 @@ class TsharkSource:
     def _decode(self, frames: tuple[np.ndarray, ...], context: dict) -> np.ndarray:
         out = decode_frames(*frames)
         # The same record sanity rule as the pcap/pcapng reader, so a garbage length is flagged alike.
-        bad = (out["wirelen"] < out["caplen"]) | (out["wirelen"] > MAX_WIRE_LEN)
+        bad = bad_wire_len(out["wirelen"], out["caplen"])
         if bad.any():
             out["malformed"][bad] = Malformed.BAD_RECORD
             self._skips.add("bad_record:orig_len", int(bad.sum()), **context)

@@ -26,7 +26,7 @@ from sensor.decode import decode_frames
 from sensor.logs import SkipCounter
 from sensor.packets import Malformed, frame_rows
 
-__all__ = ["CaptureError", "FileSource", "open_source", "count_malformed"]
+__all__ = ["BatchSource", "CaptureError", "FileSource", "open_source", "count_malformed"]
 
 # Malformed codes that are not skips: decoded fine, or already counted by the file reader per sub-reason.
 _NOT_SKIPS = (Malformed.OK, Malformed.NON_IP, Malformed.BAD_RECORD)
@@ -47,7 +47,23 @@ def count_malformed(batch: np.ndarray, skips: SkipCounter, **context) -> None:
             skips.add(code.name.lower(), n, **context)
 
 
-class FileSource:
+class BatchSource:
+    """What every capture-file source shares: its path, batch size and skip accounting (see module doc)."""
+
+    def __init__(self, path: str | Path, batch_size: int, logger: str) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.path = Path(path)
+        self.batch_size = batch_size
+        self._skips = SkipCounter(logger, "packets")
+
+    @property
+    def skips(self) -> Counter:
+        """Frames not fully decoded so far, per reason text."""
+        return self._skips.counts
+
+
+class FileSource(BatchSource):
     """Iterable of ``PACKET_DTYPE`` batches for one pcap/pcapng(.gz) file.
 
     Opening validates the file header (``CaptureError`` for a non-capture); records are read lazily, one
@@ -55,21 +71,12 @@ class FileSource:
     """
 
     def __init__(self, path: str | Path, batch_size: int = 65536) -> None:
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
-        self.path = Path(path)
-        self.batch_size = batch_size
+        super().__init__(path, batch_size, "sensor.sources")
         self._capture = CaptureFile(self.path)
-        self._skips = SkipCounter("sensor.sources", "packets")
 
     @property
     def format(self) -> str:
         return self._capture.format
-
-    @property
-    def skips(self) -> Counter:
-        """Frames not fully decoded so far, per reason text."""
-        return self._skips.counts
 
     def __iter__(self) -> Iterator[np.ndarray]:
         context = {"file": str(self.path)}

@@ -142,6 +142,11 @@ def test_model_directory_round_trip(model_dir, small_result, kdd20):
     x = rows.dense()
     assert np.max(np.abs(keras_model.predict(x, verbose=0)[:, :x.shape[1]]
                          - loaded.scorer.network.reconstruct(rows)[0])) <= 1e-5
+    from models.autoencoder import import_keras
+
+    keras, _ = import_keras()  # the legacy .h5 export (the notebook's format) reloads to the same network
+    h5_model = keras.saving.load_model(model_dir / "model.h5", compile=False)
+    assert np.max(np.abs(h5_model.predict(x, verbose=0) - keras_model.predict(x, verbose=0))) <= 1e-6
 
 
 def test_schema_mismatch_and_corruption_refused(model_dir, tmp_path):
@@ -215,6 +220,7 @@ def test_cli_train_score_evaluate_end_to_end(small_kdd, tmp_path, capsys):
     assert rc == 0 and "autoencoder" in out.out and "isolation forest" in out.out
     assert {"report.md", "roc.png", "pr.png", "scores.png"} <= {p.name for p in report.iterdir()}
     assert (report / "roc.png").read_bytes()[:4] == b"\x89PNG"
+    assert "  dos " in out.out and "| dos |" in (report / "report.md").read_text()  # per attack category
 
 
 def test_cli_bad_inputs_give_one_line_errors(small_kdd, data_dir, tmp_path, capsys):

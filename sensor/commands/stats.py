@@ -7,10 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
-import tempfile
-from pathlib import Path
 
 HELP = "summarize capture files as JSON: packets by link type, network and transport protocol, skips, pps"
 
@@ -24,6 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, cfg) -> int:
     from sensor.cli import UserError
+    from sensor.outputs import open_output
     from sensor.sources import CaptureError, open_source
     from sensor.stats import CaptureStats
 
@@ -43,19 +40,11 @@ def run(args: argparse.Namespace, cfg) -> int:
         total.merge(stats)
         per_input.append({"input": str(source.path), "format": source.format, **stats.to_dict()})
     text = json.dumps({"inputs": per_input, "total": total.to_dict()}, indent=2) + "\n"
-    if args.output:
-        _write_atomic(Path(args.output), text)
-    else:
-        sys.stdout.write(text)
-    return 0
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as fh:
+        with open_output(args.output or "-") as fh:  # a file is replaced atomically
             fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
+    except BrokenPipeError:
         raise
+    except OSError as exc:
+        raise UserError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+    return 0
